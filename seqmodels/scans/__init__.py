@@ -1,0 +1,9 @@
+"""The scan core: pure, jit-able, differentiable recurrences over batch-first arrays.
+
+Every function takes time on axis 1, an optional initial state, a ``method`` and
+returns ``(outputs, final_state)``. ``seqmodels.scans.reference`` holds a plain loop
+for each, used by the tests.
+"""
+
+from .linear import linear_scan as linear_scan
+from .reference import SoftmaxState as SoftmaxState

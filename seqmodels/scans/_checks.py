@@ -1,0 +1,79 @@
+"""Argument checks shared by the scan core and the layers above it.
+
+Every public function validates its arrays at the boundary, so that a wrong shape
+or dtype fails with a message that names the argument, the expected and the actual
+value -- not with an XLA error from deep inside a trace.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import jax.numpy as jnp
+import numpy as np
+
+METHODS = ("auto", "sequential", "associative", "chunked")
+
+
+def check_ndim(name: str, x, ndim: int | Sequence[int], layout: str = "") -> None:
+    allowed = (ndim,) if isinstance(ndim, int) else tuple(ndim)
+    if jnp.ndim(x) not in allowed:
+        want = " or ".join(str(n) for n in allowed)
+        hint = f" {layout}" if layout else ""
+        raise ValueError(
+            f"{name} must have rank {want}{hint}; got rank {jnp.ndim(x)} with shape {jnp.shape(x)}"
+        )
+
+
+def check_shape(name: str, x, expected: Sequence[int | None]) -> None:
+    """Check ``x.shape`` against ``expected``, where ``None`` matches any size."""
+    shape = tuple(jnp.shape(x))
+    ok = len(shape) == len(expected) and all(e is None or e == s for e, s in zip(expected, shape))
+    if not ok:
+        want = "(" + ", ".join("*" if e is None else str(e) for e in expected) + ")"
+        raise ValueError(f"{name} must have shape {want}; got {shape}")
+
+
+def check_broadcastable(name: str, x, target: Sequence[int], target_name: str) -> None:
+    shape, target = tuple(jnp.shape(x)), tuple(target)
+    try:
+        ok = len(shape) <= len(target) and np.broadcast_shapes(shape, target) == target
+    except ValueError:
+        ok = False
+    if not ok:
+        raise ValueError(
+            f"{name} with shape {shape} must broadcast to {target_name}'s shape {target}"
+        )
+
+
+def check_floating(name: str, x, *, allow_complex: bool = False) -> None:
+    dtype = jnp.result_type(x)
+    ok = jnp.issubdtype(dtype, jnp.floating) or (
+        allow_complex and jnp.issubdtype(dtype, jnp.complexfloating)
+    )
+    if not ok:
+        kinds = "a floating or complex" if allow_complex else "a floating"
+        raise ValueError(f"{name} must have {kinds} dtype; got {dtype}")
+
+
+def check_bool(name: str, x) -> None:
+    if jnp.result_type(x) != jnp.bool_:
+        raise ValueError(f"{name} must have dtype bool; got {jnp.result_type(x)}")
+
+
+def check_method(method: str, allowed: Sequence[str]) -> None:
+    if method not in allowed:
+        raise ValueError(f"method must be one of {tuple(allowed)}; got {method!r}")
+
+
+def check_chunk_size(chunk_size) -> None:
+    if chunk_size is not None and (not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1):
+        raise ValueError(f"chunk_size must be a positive int or None; got {chunk_size!r}")
+
+
+def accumulation_dtype(*arrays):
+    """The dtype scans accumulate in: at least float32 (complex64 for complex inputs)."""
+    dtype = jnp.result_type(*arrays)
+    if jnp.issubdtype(dtype, jnp.complexfloating):
+        return jnp.promote_types(dtype, jnp.complex64)
+    return jnp.promote_types(dtype, jnp.float32)

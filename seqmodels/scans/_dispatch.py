@@ -1,0 +1,44 @@
+"""How ``method="auto"`` chooses an algorithm, in one place.
+
+The choices come from measurements (``benchmarks/scans.py``,
+``research/cpu_scan_findings.md``):
+
+* CPU: a sequential ``lax.scan`` is the fastest method for every recurrence at every
+  length we measured (it runs near memory bandwidth; ``associative_scan`` is ~7×
+  slower). The exception is memory: a sequential scan's backward pass keeps every
+  step's state, which for matrix states (``B·L·H·Dk·Dv`` floats) can exceed memory,
+  so past ``STATE_HISTORY_LIMIT_BYTES`` the chunked form (chunk-boundary states only)
+  is chosen.
+* GPU/TPU: log-depth and matmul-shaped forms (associative for diagonal states,
+  chunked for matrix states) keep the device busy.
+"""
+
+from __future__ import annotations
+
+import jax
+
+# Above this many bytes of per-step state history, prefer chunked (bounded memory).
+STATE_HISTORY_LIMIT_BYTES = 1 << 30
+
+_ACCELERATOR_CHOICE = {
+    "linear_scan": "associative",
+    "matrix_scan": "associative",
+    "softmax_scan": "associative",
+    "linear_attention": "chunked",
+    "delta_rule": "chunked",
+}
+
+
+def on_accelerator() -> bool:
+    return jax.default_backend() not in ("cpu",)
+
+
+def resolve_method(op: str, method: str, shape=None, *, state_history_bytes: int | None = None) -> str:
+    """Return the concrete method for ``op``; explicit choices pass through unchanged."""
+    if method != "auto":
+        return method
+    if on_accelerator():
+        return _ACCELERATOR_CHOICE[op]
+    if state_history_bytes is not None and state_history_bytes > STATE_HISTORY_LIMIT_BYTES:
+        return "chunked"
+    return "sequential"

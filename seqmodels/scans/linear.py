@@ -1,0 +1,149 @@
+"""Diagonal linear recurrence ``h_t = a_t * h_{t-1} + b_t``.
+
+The affine operator ``(a_i, b_i) ∘ (a_j, b_j) = (a_j a_i, a_j b_i + b_j)`` is associative,
+so the recurrence can be evaluated sequentially (``lax.scan``), in log depth
+(``lax.associative_scan``) or chunk-wise (local scans from a zero state, a scan of
+the chunk carries, then a fix-up ``h_t = local_t + (Π_{s≤t} a_s) * carry``, where the
+product runs only inside a chunk -- never ``exp(cumsum(log a))`` over a whole sequence,
+which overflows after ~1.7k steps for decays below 0.999).
+
+Measured on a 2-core CPU (``benchmarks/scans.py``) the sequential scan over a
+time-major array is the fastest method at every length; on accelerators the chunked
+and associative forms win. ``method="auto"`` picks accordingly.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from . import _checks
+from ._dispatch import resolve_method
+
+
+def linear_scan(a, b, h0=None, *, reverse=False, reset=None, method="auto", chunk_size=None):
+    """Evaluate ``h_t = a_t * h_{t-1} + b_t`` over axis 1.
+
+    Args:
+      a: decays, broadcastable to ``b.shape`` -- per element ``(B, L, ...)``, per head
+        ``(B, L, H, 1)``, or time-invariant (e.g. ``(D,)`` or ``(1, 1, D)``). Real or complex.
+      b: inputs ``(B, L, ...)``.
+      h0: initial state ``(B, ...)`` (``b``'s shape without the time axis); zeros if None.
+      reverse: run from ``t = L-1`` down to 0 (``h_t = a_t h_{t+1} + b_t``).
+      reset: optional ``(B, L)`` bool; ``True`` zeroes the state carried into step t
+        (segment starts of packed sequences).
+      method: ``"auto" | "sequential" | "associative" | "chunked"``.
+      chunk_size: chunk length for ``"chunked"`` (default 64); need not divide L.
+
+    Returns:
+      ``(h, h_last)``: all states ``(B, L, ...)`` and the state after the last step
+      processed, in ``b``'s dtype (promoted with ``a``'s); accumulation is in float32 or wider.
+    """
+    _checks.check_floating("b", b, allow_complex=True)
+    _checks.check_floating("a", a, allow_complex=True)
+    if jnp.ndim(b) < 2:
+        raise ValueError(f"b must have shape (batch, length, ...); got shape {jnp.shape(b)}")
+    _checks.check_broadcastable("a", a, b.shape, "b")
+    state_shape = (b.shape[0],) + b.shape[2:]
+    if h0 is not None:
+        _checks.check_shape("h0", h0, state_shape)
+    if reset is not None:
+        _checks.check_shape("reset", reset, b.shape[:2])
+        _checks.check_bool("reset", reset)
+    _checks.check_method(method, _checks.METHODS)
+    _checks.check_chunk_size(chunk_size)
+    out_dtype = jnp.result_type(a, b)
+    acc = _checks.accumulation_dtype(a, b)
+
+    # a gets b's rank; a time axis of size 1 means a time-invariant decay.
+    a = jnp.asarray(a, acc)
+    a = a.reshape((1,) * (b.ndim - a.ndim) + a.shape)
+    b = jnp.asarray(b, acc)
+    h0 = jnp.zeros(state_shape, acc) if h0 is None else jnp.asarray(h0, acc)
+    if reset is not None:
+        keep = jnp.logical_not(reset).reshape(reset.shape + (1,) * (b.ndim - 2))
+        a = a * keep.astype(acc)
+    if reverse:
+        a, b = jnp.flip(a, 1), jnp.flip(b, 1)
+
+    method = resolve_method("linear_scan", method, b.shape)
+    if method == "sequential":
+        h, h_last = _sequential(a, b, h0)
+    elif method == "associative":
+        h, h_last = _associative(a, b, h0)
+    else:
+        h, h_last = _chunked(a, b, h0, chunk_size or 64)
+    if reverse:
+        h = jnp.flip(h, 1)
+    return h.astype(out_dtype), h_last.astype(out_dtype)
+
+
+def _sequential(a, b, h0):
+    """``lax.scan`` over a time-major copy: 2× faster on CPU than scanning axis 1."""
+    b_t = jnp.moveaxis(b, 1, 0)
+    if a.shape[1] == 1:  # time-invariant decay: keep it out of the streamed inputs
+        a_const = a[:, 0]
+
+        def step(h, b_s):
+            h = a_const * h + b_s
+            return h, h
+
+        h_last, h = jax.lax.scan(step, h0, b_t)
+    else:
+
+        def step(h, inputs):
+            a_s, b_s = inputs
+            h = a_s * h + b_s
+            return h, h
+
+        h_last, h = jax.lax.scan(step, h0, (jnp.moveaxis(a, 1, 0), b_t))
+    return jnp.moveaxis(h, 0, 1), h_last
+
+
+def _combine(left, right):
+    a_l, b_l = left
+    a_r, b_r = right
+    return a_r * a_l, a_r * b_l + b_r
+
+
+def _associative(a, b, h0):
+    a = jnp.broadcast_to(a, b.shape)
+    b = b.at[:, 0].add(a[:, 0] * h0)
+    _, h = jax.lax.associative_scan(_combine, (a, b), axis=1)
+    return h, h[:, -1]
+
+
+def _chunked(a, b, h0, chunk_size):
+    """Local scans per chunk, a sequential scan over chunk carries, then a fix-up."""
+    B, L = b.shape[:2]
+    C = min(chunk_size, L)
+    n = -(-L // C)
+    pad = n * C - L
+    a = jnp.broadcast_to(a, b.shape)
+    if pad:  # identity steps (a = 1, b = 0) after the end leave the final state unchanged
+        widths = [(0, 0), (0, pad)] + [(0, 0)] * (b.ndim - 2)
+        a = jnp.pad(a, widths, constant_values=1)
+        b = jnp.pad(b, widths)
+    feat = b.shape[2:]
+    # (C, B, n, ...): scan along the chunk position, all chunks of all batches in parallel.
+    a_c = jnp.moveaxis(a.reshape((B, n, C) + feat), 2, 0)
+    b_c = jnp.moveaxis(b.reshape((B, n, C) + feat), 2, 0)
+
+    def local(carry, inputs):
+        prod, h = carry
+        a_s, b_s = inputs
+        prod, h = a_s * prod, a_s * h + b_s
+        return (prod, h), (prod, h)
+
+    init = (jnp.ones_like(b_c[0]), jnp.zeros_like(b_c[0]))
+    (chunk_a, chunk_b), (prods, local_h) = jax.lax.scan(local, init, (a_c, b_c))
+
+    def across(h, inputs):
+        a_s, b_s = inputs
+        return a_s * h + b_s, h  # emit the carry *into* each chunk
+
+    h_last, carries = jax.lax.scan(across, h0, (jnp.moveaxis(chunk_a, 1, 0), jnp.moveaxis(chunk_b, 1, 0)))
+    carries = jnp.moveaxis(carries, 0, 1)  # (B, n, ...)
+    h = local_h + prods * carries[None]
+    h = jnp.moveaxis(h, 0, 2).reshape((B, n * C) + feat)[:, :L]
+    return h, h_last

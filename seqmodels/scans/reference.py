@@ -1,0 +1,156 @@
+"""Plain-loop references for every recurrence in the scan core.
+
+Written for clarity, not speed: one step of the recurrence per loop iteration, in
+the accumulation dtype (float32, or float64 when the inputs are float64). The fast
+paths in ``seqmodels.scans`` are tested against these functions, and a user who
+doubts a fast path can swap one in. They take the same arguments and return the same
+``(outputs, final_state)`` as the fast functions, without ``method`` options.
+
+Conventions (shared with the fast paths):
+  * batch first, time on axis 1;
+  * ``reverse=True`` runs from the last step to the first, and the final state is the
+    state after step 0;
+  * ``reset[b, t]`` zeroes the state carried *into* step t.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from ._checks import accumulation_dtype
+
+
+class SoftmaxState(NamedTuple):
+    """Running state of a causal softmax: ``max`` and ``normalizer`` are ``(B, *heads)``,
+    ``weighted_sum`` is ``(B, *heads, Dv)``. The empty state is ``(-inf, 0, 0)``."""
+
+    max: jax.Array
+    normalizer: jax.Array
+    weighted_sum: jax.Array
+
+
+def _time_loop(step, carry, xs, reverse):
+    """Runs ``step(carry, x_t) -> (carry, y_t)`` over axis 1 of every leaf of ``xs``."""
+    xs = jax.tree.map(lambda x: jnp.moveaxis(x, 1, 0), xs)
+    carry, ys = jax.lax.scan(step, carry, xs, reverse=reverse)
+    return jax.tree.map(lambda y: jnp.moveaxis(y, 0, 1), ys), carry
+
+
+def linear_scan(a, b, h0=None, *, reverse=False, reset=None):
+    """``h_t = a_t * h_{t-1} + b_t`` (elementwise); ``a`` broadcasts against ``b``."""
+    dtype = accumulation_dtype(a, b)
+    a = jnp.broadcast_to(jnp.asarray(a, dtype), b.shape)
+    b = jnp.asarray(b, dtype)
+    if reset is None:
+        reset = jnp.zeros(b.shape[:2], bool)
+    h = jnp.zeros((b.shape[0],) + b.shape[2:], dtype) if h0 is None else jnp.asarray(h0, dtype)
+
+    def step(h, inputs):
+        a_t, b_t, reset_t = inputs
+        h = jnp.where(reset_t.reshape(reset_t.shape + (1,) * (h.ndim - 1)), 0, h)
+        h = a_t * h + b_t
+        return h, h
+
+    return _time_loop(step, h, (a, b, reset), reverse)
+
+
+def matrix_scan(A, b, h0=None, *, reverse=False):
+    """``h_t = A_t @ h_{t-1} + b_t`` with dense ``A_t``; ``b`` is ``(B, L, ..., N)``."""
+    dtype = accumulation_dtype(A, b)
+    A = jnp.broadcast_to(jnp.asarray(A, dtype), b.shape + b.shape[-1:])
+    b = jnp.asarray(b, dtype)
+    h = jnp.zeros((b.shape[0],) + b.shape[2:], dtype) if h0 is None else jnp.asarray(h0, dtype)
+
+    def step(h, inputs):
+        A_t, b_t = inputs
+        h = jnp.einsum("...ij,...j->...i", A_t, h) + b_t
+        return h, h
+
+    return _time_loop(step, h, (A, b), reverse)
+
+
+def linear_attention(q, k, v, log_decay=None, s0=None):
+    """``S_t = exp(g_t) S_{t-1} + k_t v_tᵀ``, ``o_t = S_tᵀ q_t``.
+
+    q, k: ``(B, L, H, Dk)``; v: ``(B, L, H, Dv)``; ``log_decay`` g: ``(B, L, H)`` or
+    ``(B, L, H, Dk)`` (a per-key-feature decay scales the rows of S); state
+    ``(B, H, Dk, Dv)``.
+    """
+    dtype = accumulation_dtype(q, k, v)
+    B, L, H, Dk = k.shape
+    Dv = v.shape[-1]
+    if log_decay is None:
+        log_decay = jnp.zeros((B, L, H), dtype)
+    log_decay = jnp.asarray(log_decay, dtype)
+    if log_decay.ndim == 3:
+        log_decay = log_decay[..., None]
+    log_decay = jnp.broadcast_to(log_decay, (B, L, H, Dk))
+    S = jnp.zeros((B, H, Dk, Dv), dtype) if s0 is None else jnp.asarray(s0, dtype)
+
+    def step(S, inputs):
+        q_t, k_t, v_t, g_t = inputs
+        S = jnp.exp(g_t)[..., None] * S + k_t[..., :, None] * v_t[..., None, :]
+        return S, jnp.einsum("bhkv,bhk->bhv", S, q_t)
+
+    q, k, v = (jnp.asarray(x, dtype) for x in (q, k, v))
+    return _time_loop(step, S, (q, k, v, log_decay), reverse=False)
+
+
+def softmax_scan(scores, v, state=None):
+    """``o_t = Σ_{i≤t} exp(s_i) v_i / Σ_{i≤t} exp(s_i)``, one running softmax per head.
+
+    scores: ``(B, L, *heads)``; v: ``(B, L, *heads, Dv)``; state: :class:`SoftmaxState`.
+    A step whose score is ``-inf`` is masked; an output with no unmasked step so far is 0.
+    """
+    dtype = accumulation_dtype(scores, v)
+    scores, v = jnp.asarray(scores, dtype), jnp.asarray(v, dtype)
+    if state is None:
+        heads = (scores.shape[0],) + scores.shape[2:]
+        state = SoftmaxState(
+            jnp.full(heads, -jnp.inf, dtype), jnp.zeros(heads, dtype), jnp.zeros(v.shape[:1] + v.shape[2:], dtype)
+        )
+    state = SoftmaxState(*(jnp.asarray(x, dtype) for x in state))
+
+    def step(state, inputs):
+        s_t, v_t = inputs
+        m = jnp.maximum(state.max, s_t)
+        # exp(-inf - finite) = 0 is fine; guard -inf - (-inf) = nan for a still-empty state.
+        m_safe = jnp.where(jnp.isneginf(m), 0.0, m)
+        old = jnp.exp(state.max - m_safe)
+        new = jnp.exp(s_t - m_safe)
+        u = old * state.normalizer + new
+        w = old[..., None] * state.weighted_sum + new[..., None] * v_t
+        out = w / jnp.where(u == 0, 1.0, u)[..., None]
+        return SoftmaxState(m, u, w), out
+
+    return _time_loop(step, state, (scores, v), reverse=False)
+
+
+def fft_conv(u, kernel, *, causal=True):
+    """Direct convolution along time, for checking ``scans.fft_conv``.
+
+    u: ``(B, L, ...)``; kernel: ``(K, ...)`` or ``(B, K, ...)``.
+    causal: ``y_t = Σ_{j=0}^{min(t, K-1)} k_j u_{t-j}``.
+    non-causal (K odd, centre c = (K-1)/2): ``y_t = Σ_j k_j u_{t-j+c}`` with zero padding,
+    i.e. numpy's ``convolve(u, k, mode="same")``.
+    """
+    dtype = accumulation_dtype(u, kernel)
+    u = jnp.asarray(u, dtype)
+    kernel = jnp.asarray(kernel, dtype)
+    if kernel.ndim == u.ndim - 1:
+        kernel = kernel[None]
+    L, K = u.shape[1], kernel.shape[1]
+    shift = 0 if causal else (K - 1) // 2
+    y = jnp.zeros(jnp.broadcast_shapes(u.shape, (kernel.shape[0], L) + kernel.shape[2:]), dtype)
+    for j in range(K):
+        lag = j - shift  # y_t += k_j * u_{t - lag}
+        if lag >= L or -lag >= L:
+            continue
+        if lag >= 0:
+            y = y.at[:, lag:].add(kernel[:, j : j + 1] * u[:, : L - lag])
+        else:
+            y = y.at[:, : L + lag].add(kernel[:, j : j + 1] * u[:, -lag:])
+    return y

@@ -36,8 +36,9 @@ def linear_scan(a, b, h0=None, *, reverse=False, reset=None, method="auto", chun
       chunk_size: chunk length for ``"chunked"`` (default 64); need not divide L.
 
     Returns:
-      ``(h, h_last)``: all states ``(B, L, ...)`` and the state after the last step
-      processed, in ``b``'s dtype (promoted with ``a``'s); accumulation is in float32 or wider.
+      ``(h, h_last)``: all states ``(B, L, ...)`` in ``b``'s dtype (promoted with ``a``'s),
+      and the state after the last step processed in the accumulation dtype (float32 or
+      wider), so that a bfloat16 stream carries an unrounded state from call to call.
     """
     _checks.check_floating("b", b, allow_complex=True)
     _checks.check_floating("a", a, allow_complex=True)
@@ -75,7 +76,7 @@ def linear_scan(a, b, h0=None, *, reverse=False, reset=None, method="auto", chun
         h, h_last = _chunked(a, b, h0, chunk_size or 64)
     if reverse:
         h = jnp.flip(h, 1)
-    return h.astype(out_dtype), h_last.astype(out_dtype)
+    return h.astype(out_dtype), h_last
 
 
 def _sequential(a, b, h0):

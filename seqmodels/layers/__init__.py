@@ -1,0 +1,14 @@
+"""Sequence mixers behind one protocol (``Mixer``) and one registry (``build``, ``names``).
+
+Importing this package registers every mixer.
+"""
+
+from .base import Mixer as Mixer
+from .base import MixerSpec as MixerSpec
+from .base import build as build
+from .base import names as names
+from .base import register as register
+from .base import spec as spec
+from .common import Dense as Dense
+
+from . import aaren as _aaren  # noqa: F401  (registers "aaren")

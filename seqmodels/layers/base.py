@@ -1,0 +1,148 @@
+"""The Mixer protocol and the registry of mixers.
+
+A mixer maps ``(batch, length, d_model)`` to the same shape (images:
+``(batch, H, W, d_model)``, video: ``(batch, T, H, W, d_model)``). Causal mixers also
+offer a recurrent form, ``init_state(batch_size)`` and ``step(x_t, state)``, whose
+outputs equal the parallel ones token by token.
+
+Subclasses implement ``forward(x)`` (and, if causal, ``forward_step(x_t, state)`` and
+``init_state``); the public ``__call__``/``step`` check the input once here, so every
+mixer rejects a wrong rank, feature size or dtype with the same clear message, and
+return activations in the input dtype (parameters stay float32; scans accumulate in
+float32).
+
+Registration::
+
+    @register("aaren", example_options={"num_heads": 2})
+    class Aaren(Mixer): ...
+
+    mixer = build("aaren", d_model=64, rngs=nnx.Rngs(0), num_heads=4)
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+
+def _check_activation(name: str, x, ndim: int, d_model: int, layout: str) -> None:
+    if jnp.ndim(x) != ndim:
+        raise ValueError(f"{name} must have rank {ndim} {layout}; got rank {jnp.ndim(x)} with shape {jnp.shape(x)}")
+    if jnp.shape(x)[-1] != d_model:
+        raise ValueError(f"{name} must have feature size d_model={d_model} on its last axis; got shape {jnp.shape(x)}")
+    if not jnp.issubdtype(jnp.result_type(x), jnp.floating):
+        raise ValueError(f"{name} must have a floating dtype (float32, bfloat16, ...); got {jnp.result_type(x)}")
+
+
+class Mixer(nnx.Module):
+    """Base class of every sequence mixer.
+
+    Class attributes:
+      causal: output ``t`` depends on inputs ``≤ t`` only (along axis 1).
+      spatial_ndim: number of axes mixed besides batch and features for sequences
+        (1) and images (2, ``(batch, H, W, d)``).
+      temporal: an extra time axis before the spatial ones (video mixers such as
+        ConvS5: ``(batch, T, H, W, d)``); ``step`` then runs over that time axis.
+    """
+
+    causal: ClassVar[bool] = True
+    spatial_ndim: ClassVar[int] = 1
+    temporal: ClassVar[bool] = False
+    d_model: int
+
+    @classmethod
+    def input_ndim(cls) -> int:
+        return 2 + cls.spatial_ndim + int(cls.temporal)
+
+    @classmethod
+    def layout(cls) -> str:
+        axes = {1: "length", 2: "H, W"}.get(cls.spatial_ndim, f"{cls.spatial_ndim} spatial axes")
+        return f"(batch, {'T, ' if cls.temporal else ''}{axes}, d_model)"
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        _check_activation("x", x, self.input_ndim(), self.d_model, self.layout())
+        return self.forward(x).astype(x.dtype)
+
+    def step(self, x_t: jax.Array, state: Any) -> tuple[jax.Array, Any]:
+        """One step of the recurrent form: ``x_t`` is ``x[:, t]``; returns ``(y[:, t], state)``."""
+        if not self.causal:
+            raise NotImplementedError(f"{type(self).__name__} is not causal and has no recurrent step")
+        layout = self.layout().replace("T, " if self.temporal else "length, ", "", 1)
+        _check_activation("x_t", x_t, self.input_ndim() - 1, self.d_model, layout)
+        y_t, state = self.forward_step(x_t, state)
+        return y_t.astype(x_t.dtype), state
+
+    def init_state(self, batch_size: int) -> Any:
+        """The state before the first step (float32)."""
+        raise NotImplementedError(f"{type(self).__name__} is not causal and has no recurrent state")
+
+    def forward(self, x: jax.Array) -> jax.Array:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def forward_step(self, x_t: jax.Array, state: Any) -> tuple[jax.Array, Any]:  # pragma: no cover
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class MixerSpec:
+    """A registered mixer: its class and small options that exercise it in tests and docs."""
+
+    name: str
+    cls: type[Mixer]
+    example_options: dict = field(default_factory=dict)
+
+    def options(self) -> dict[str, inspect.Parameter]:
+        """Keyword options of the constructor (everything but ``d_model`` and ``rngs``)."""
+        params = inspect.signature(self.cls.__init__).parameters
+        return {n: p for n, p in params.items() if n not in ("self", "d_model", "rngs")
+                and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
+
+
+_REGISTRY: dict[str, MixerSpec] = {}
+
+
+def register(name: str, *, example_options: dict | None = None) -> Callable[[type[Mixer]], type[Mixer]]:
+    """Class decorator: make a mixer buildable by ``name``."""
+
+    def decorate(cls: type[Mixer]) -> type[Mixer]:
+        if name in _REGISTRY and _REGISTRY[name].cls is not cls:
+            raise ValueError(f"a mixer named {name!r} is already registered ({_REGISTRY[name].cls.__name__})")
+        if not issubclass(cls, Mixer):
+            raise TypeError(f"{cls.__name__} must subclass seqmodels.layers.Mixer to be registered")
+        _REGISTRY[name] = MixerSpec(name, cls, dict(example_options or {}))
+        return cls
+
+    return decorate
+
+
+def names() -> list[str]:
+    """Names of all registered mixers, sorted."""
+    return sorted(_REGISTRY)
+
+
+def spec(name: str) -> MixerSpec:
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown mixer {name!r}; valid names: {', '.join(names())}")
+    return _REGISTRY[name]
+
+
+def build(name: str, d_model: int, *, rngs: nnx.Rngs, **options) -> Mixer:
+    """Construct the mixer registered as ``name`` with keyword ``options``.
+
+    Raises ValueError listing the valid names for an unknown name, and the valid
+    options for an unknown option.
+    """
+    s = spec(name)
+    valid = s.options()
+    unknown = sorted(set(options) - set(valid))
+    if unknown:
+        listed = ", ".join(f"{n}={p.default!r}" if p.default is not p.empty else n for n, p in valid.items())
+        raise ValueError(f"unknown option(s) {unknown} for mixer {name!r}; valid options: {listed}")
+    if not isinstance(d_model, int) or d_model < 1:
+        raise ValueError(f"d_model must be a positive int; got {d_model!r}")
+    return s.cls(d_model, rngs=rngs, **options)

@@ -1,0 +1,4 @@
+"""Backbones: residual stacks around any registered mixer."""
+
+from .sequence import SequenceModel as SequenceModel
+from .sequence import generate as generate

@@ -1,0 +1,173 @@
+"""``SequenceModel``: a pre-norm residual stack around any registered mixer.
+
+    h = embed(inputs)                       token ids (B, L) or features (B, L, input_dim)
+    h = h + dropout(mixer(norm(h)))         × n_layers
+    h = h + dropout(mlp(norm(h)))
+    out = head(norm(h))                     per step (B, L, output_dim) or pooled (B, output_dim)
+
+Causal mixers also run token by token: ``init_state`` / ``step`` give the same
+outputs as the parallel forward, which ``generate`` uses for greedy decoding.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from .. import layers
+from ..layers.common import Dense
+
+POOLINGS = ("none", "mean", "last")
+NORMS = ("layer", "rms")
+
+
+def _norm(kind: str, d_model: int, rngs: nnx.Rngs) -> nnx.Module:
+    if kind == "layer":
+        return nnx.LayerNorm(d_model, rngs=rngs)
+    return nnx.RMSNorm(d_model, rngs=rngs)
+
+
+class MLP(nnx.Module):
+    """``W_2 gelu(W_1 x)`` with hidden width ``ratio · d_model``."""
+
+    def __init__(self, d_model: int, ratio: int, *, rngs: nnx.Rngs):
+        self.up = Dense(d_model, ratio * d_model, rngs=rngs)
+        self.down = Dense(ratio * d_model, d_model, rngs=rngs)
+
+    def __call__(self, x):
+        return self.down(jax.nn.gelu(self.up(x)))
+
+
+class Block(nnx.Module):
+    """``x + dropout(mixer(norm(x)))`` then ``x + dropout(mlp(norm(x)))``."""
+
+    def __init__(self, mixer: str, d_model: int, *, mixer_options: dict, mlp_ratio: int,
+                 dropout: float, norm: str, rngs: nnx.Rngs):
+        self.mixer_norm = _norm(norm, d_model, rngs)
+        self.mixer = layers.build(mixer, d_model, rngs=rngs, **mixer_options)
+        self.mlp_norm = _norm(norm, d_model, rngs)
+        self.mlp = MLP(d_model, mlp_ratio, rngs=rngs)
+        self.dropout = nnx.Dropout(dropout, rngs=rngs)
+
+    def __call__(self, x):
+        x = x + self.dropout(self.mixer(self.mixer_norm(x).astype(x.dtype)))
+        return x + self.dropout(self.mlp(self.mlp_norm(x).astype(x.dtype)))
+
+    def step(self, x_t, state):
+        y_t, state = self.mixer.step(self.mixer_norm(x_t).astype(x_t.dtype), state)
+        x_t = x_t + y_t
+        return x_t + self.mlp(self.mlp_norm(x_t).astype(x_t.dtype)), state
+
+
+class SequenceModel(nnx.Module):
+    """A stack of ``n_layers`` blocks around the mixer registered as ``mixer``.
+
+    Args:
+      mixer: a name from ``seqmodels.layers.names()``.
+      d_model, n_layers: width and depth.
+      output_dim: size of the output head (classes, vocabulary, or regression targets).
+      vocab_size: token-id inputs ``(B, L)`` when set; otherwise real-valued inputs
+        ``(B, L, input_dim)`` (or the mixer's spatial layout) and ``input_dim`` is required.
+      pooling: ``"none"`` (per-step outputs), ``"mean"`` over all positions, or ``"last"``.
+      dropout: dropout rate after each mixer and MLP (off under ``model.eval()``).
+      mixer_options: keyword options passed to the mixer.
+      mlp_ratio, norm: MLP width ratio; ``"layer"`` or ``"rms"`` normalization.
+    """
+
+    def __init__(self, mixer: str, *, d_model: int, n_layers: int, output_dim: int,
+                 vocab_size: int | None = None, input_dim: int | None = None,
+                 pooling: str = "none", dropout: float = 0.0, mixer_options: dict | None = None,
+                 mlp_ratio: int = 4, norm: str = "layer", rngs: nnx.Rngs):
+        if (vocab_size is None) == (input_dim is None):
+            raise ValueError(f"give exactly one of vocab_size (token ids) or input_dim (features); "
+                             f"got vocab_size={vocab_size}, input_dim={input_dim}")
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}; got {pooling!r}")
+        if norm not in NORMS:
+            raise ValueError(f"norm must be one of {NORMS}; got {norm!r}")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1); got {dropout}")
+        self.mixer_cls = layers.spec(mixer).cls
+        self.vocab_size, self.input_dim, self.pooling = vocab_size, input_dim, pooling
+        if vocab_size is not None:
+            self.embed = nnx.Embed(vocab_size, d_model, rngs=rngs)
+        else:
+            self.embed = Dense(input_dim, d_model, rngs=rngs)
+        self.blocks = nnx.List([
+            Block(mixer, d_model, mixer_options=dict(mixer_options or {}), mlp_ratio=mlp_ratio,
+                  dropout=dropout, norm=norm, rngs=rngs)
+            for _ in range(n_layers)
+        ])
+        self.final_norm = _norm(norm, d_model, rngs)
+        self.head = Dense(d_model, output_dim, rngs=rngs)
+
+    def _check_inputs(self, name: str, inputs, per_step: bool) -> None:
+        ndim = self.mixer_cls.input_ndim() - int(per_step)
+        if self.vocab_size is not None:
+            ok = jnp.issubdtype(jnp.result_type(inputs), jnp.integer) and jnp.ndim(inputs) == ndim - 1
+            if not ok:
+                raise ValueError(f"{name} must be integer token ids of rank {ndim - 1}; "
+                                 f"got dtype {jnp.result_type(inputs)} and shape {jnp.shape(inputs)}")
+        else:
+            ok = jnp.ndim(inputs) == ndim and jnp.shape(inputs)[-1] == self.input_dim
+            if not ok or not jnp.issubdtype(jnp.result_type(inputs), jnp.floating):
+                raise ValueError(f"{name} must be floating features of rank {ndim} with last axis "
+                                 f"input_dim={self.input_dim}; got dtype {jnp.result_type(inputs)} "
+                                 f"and shape {jnp.shape(inputs)}")
+
+    def _embed(self, inputs, dtype):
+        if self.vocab_size is not None:
+            return self.embed(inputs).astype(dtype)
+        return self.embed(inputs.astype(dtype))
+
+    def __call__(self, inputs: jax.Array, *, dtype=jnp.float32) -> jax.Array:
+        """Outputs per step ``(B, ..., output_dim)`` or pooled ``(B, output_dim)``.
+
+        ``dtype`` is the activation dtype (e.g. ``jnp.bfloat16`` for mixed precision);
+        outputs are float32.
+        """
+        self._check_inputs("inputs", inputs, per_step=False)
+        h = self._embed(inputs, dtype)
+        for block in self.blocks:
+            h = block(h)
+        h = self.final_norm(h).astype(dtype)
+        if self.pooling == "mean":
+            h = jnp.mean(h.astype(jnp.float32), axis=tuple(range(1, h.ndim - 1)))
+        elif self.pooling == "last":
+            h = h[:, -1]
+        return self.head(h).astype(jnp.float32)
+
+    def init_state(self, batch_size: int) -> tuple[Any, ...]:
+        if not self.mixer_cls.causal:
+            raise NotImplementedError(f"{self.mixer_cls.__name__} is not causal: no recurrent state")
+        return tuple(block.mixer.init_state(batch_size) for block in self.blocks)
+
+    def step(self, inputs_t: jax.Array, state: tuple[Any, ...], *, dtype=jnp.float32):
+        """One position: ``inputs[:, t]`` -> ``(outputs[:, t], state)`` (per-step outputs)."""
+        self._check_inputs("inputs_t", inputs_t, per_step=True)
+        h = self._embed(inputs_t, dtype)
+        new_state = []
+        for block, s in zip(self.blocks, state):
+            h, s = block.step(h, s)
+            new_state.append(s)
+        return self.head(self.final_norm(h).astype(dtype)).astype(jnp.float32), tuple(new_state)
+
+
+def generate(model: SequenceModel, prompt: jax.Array, num_tokens: int) -> jax.Array:
+    """Greedy decoding through ``step``: feeds ``prompt`` (B, P), then ``num_tokens``
+    argmax tokens; returns ``(B, P + num_tokens)`` token ids."""
+    if model.vocab_size is None:
+        raise ValueError("generate needs a token model (vocab_size set)")
+    if prompt.ndim != 2 or prompt.shape[1] < 1:
+        raise ValueError(f"prompt must be (batch, length ≥ 1) token ids; got shape {prompt.shape}")
+    step = nnx.jit(lambda m, x, s: m.step(x, s))
+    state = model.init_state(prompt.shape[0])
+    tokens = [prompt[:, t] for t in range(prompt.shape[1])]
+    for t in range(prompt.shape[1] + num_tokens - 1):
+        logits, state = step(model, tokens[t], state)
+        if t + 1 >= prompt.shape[1]:
+            tokens.append(jnp.argmax(logits, axis=-1).astype(prompt.dtype))
+    return jnp.stack(tokens, axis=1)

@@ -13,8 +13,9 @@ RTOL = {np.dtype("float32"): 1e-5, np.dtype("complex64"): 1e-5,
 
 
 def relative_error(actual, expected) -> float:
-    actual = np.asarray(actual, dtype=np.result_type(actual, np.float64))
-    expected = np.asarray(expected, dtype=np.result_type(expected, np.float64))
+    actual, expected = np.asarray(actual), np.asarray(expected)
+    actual = actual.astype(np.result_type(actual.dtype, np.float64))
+    expected = expected.astype(np.result_type(expected.dtype, np.float64))
     assert actual.shape == expected.shape, f"shape {actual.shape} != expected {expected.shape}"
     scale = np.max(np.abs(expected)) if expected.size else 0.0
     err = np.max(np.abs(actual - expected)) if expected.size else 0.0

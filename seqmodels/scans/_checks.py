@@ -77,3 +77,30 @@ def accumulation_dtype(*arrays):
     if jnp.issubdtype(dtype, jnp.complexfloating):
         return jnp.promote_types(dtype, jnp.complex64)
     return jnp.promote_types(dtype, jnp.float32)
+
+
+def check_min_ndim(name: str, x, ndim: int, layout: str = "") -> None:
+    if jnp.ndim(x) < ndim:
+        hint = f" {layout}" if layout else ""
+        raise ValueError(
+            f"{name} must have rank at least {ndim}{hint}; got rank {jnp.ndim(x)} with shape {jnp.shape(x)}"
+        )
+
+
+def check_square(name: str, x, size: int, size_name: str) -> None:
+    """Check that the last two axes of ``x`` are ``(size, size)``."""
+    shape = tuple(jnp.shape(x))
+    if len(shape) < 2 or shape[-2:] != (size, size):
+        raise ValueError(
+            f"{name} must end in a square ({size}, {size}) matrix ({size_name} = {size}); got shape {shape}"
+        )
+
+
+def check_shape_one_of(name: str, x, options: Sequence[Sequence[int | None]]) -> None:
+    """Check that ``x.shape`` matches one of ``options`` (``None`` matches any size)."""
+    shape = tuple(jnp.shape(x))
+    for expected in options:
+        if len(shape) == len(expected) and all(e is None or e == s for e, s in zip(expected, shape)):
+            return
+    want = " or ".join("(" + ", ".join("*" if e is None else str(e) for e in o) + ")" for o in options)
+    raise ValueError(f"{name} must have shape {want}; got {shape}")

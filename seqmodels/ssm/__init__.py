@@ -43,3 +43,4 @@ from .kernels import krylov as krylov
 from .kernels import krylov_kernel as krylov_kernel
 from .kernels import s4d_kernel as s4d_kernel
 from .kernels import vandermonde as vandermonde
+from .timescale import log_uniform_log_dt as log_uniform_log_dt

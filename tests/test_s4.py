@@ -1,0 +1,179 @@
+"""S4 and S4D: convolution == scan == step, kernels == ssm kernels, parameter groups, options."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+from helpers import relative_error
+
+import seqmodels.layers as layers
+from seqmodels import ssm
+from seqmodels.layers.common import SSMParam
+from seqmodels.layers.s4 import S4, S4D, S4Bidirectional, S4DBidirectional
+
+H, N = 4, 8
+
+
+def cast_parameters(model, dtype):
+    """Cast every variable of ``model`` to ``dtype`` in place (float64 tests)."""
+    nnx.update(model, jax.tree.map(lambda a: a.astype(dtype), nnx.state(model)))
+    return model
+
+
+def run_steps(model, x):
+    """``step`` over every position inside one jitted ``lax.scan``."""
+    graphdef, state = nnx.split(model)
+
+    @jax.jit
+    def go(state, x):
+        m = nnx.merge(graphdef, state)
+
+        def body(carry, x_t):
+            y_t, carry = m.step(x_t, carry)
+            return carry, y_t
+
+        _, ys = jax.lax.scan(body, m.init_state(x.shape[0]), jnp.moveaxis(x, 1, 0))
+        return jnp.moveaxis(ys, 0, 1)
+
+    return go(state, x)
+
+
+def outputs_by_mode(cls, x, dtype, with_step=True, **options):
+    """``{"conv": y, "scan": y[, "step": y]}`` of one set of parameters (same seed)."""
+    ys = {}
+    for mode in ("conv", "scan"):
+        model = cast_parameters(cls(H, state_size=N, mode=mode, rngs=nnx.Rngs(0), **options), dtype)
+        ys[mode] = jax.jit(lambda x, m=model: m(x))(x)
+    if model.causal and with_step:
+        ys["step"] = run_steps(model, x)
+    return ys
+
+
+CASES = {"s4": (S4, {}), "s4d": (S4D, {}), "s4_bidirectional": (S4Bidirectional, {}),
+         "s4d_bidirectional": (S4DBidirectional, {})}
+
+
+def _check_agreement(cls, options, dtype, tol):
+    x = jax.random.normal(jax.random.PRNGKey(1), (1, 1000, H), dtype)
+    ys = outputs_by_mode(cls, x, dtype, **options)
+    for mode, y in ys.items():
+        assert y.dtype == dtype
+        err = relative_error(y, ys["conv"])
+        assert err <= tol, f"{mode} vs conv: relative error {err:.3g} > {tol:.3g}"
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_conv_scan_step_agree_float64(name, x64):
+    _check_agreement(*CASES[name], jnp.float64, 1e-9)
+
+
+@pytest.mark.parametrize("name", ["s4", "s4d"])
+def test_conv_scan_step_agree_float32(name):
+    _check_agreement(*CASES[name], jnp.float32, 1e-4)
+
+
+def test_s4_kernel_is_the_dplr_kernel_of_its_parameters(x64):
+    model = cast_parameters(S4(H, state_size=N, l_max=128, rngs=nnx.Rngs(0)), jnp.float64)
+    pair = lambda p: jax.lax.complex(p[..., 0], p[..., 1])  # noqa: E731
+    expected = ssm.dplr_kernel(model.Lambda, pair(model.P[...]), pair(model.B[...]), pair(model.C_tilde[...]),
+                               model.dt, 128)
+    assert relative_error(model.kernel(128), expected) <= 1e-12
+    # Any length (truncated below l_max, C̃ converted above): the powers of the dense
+    # discrete system, with C recovered from C̃ at l_max.
+    A_bar, B_bar, C = model.discrete_system()
+    for L in (40, 300):
+        K = model.kernel(L)
+        assert K.shape == (1, H, L)
+        assert relative_error(K, ssm.krylov_kernel(C, A_bar, B_bar, L).real) <= 1e-9
+
+
+def test_s4d_kernel_is_the_vandermonde_kernel_of_its_parameters(x64):
+    model = cast_parameters(S4D(H, state_size=N, rngs=nnx.Rngs(0)), jnp.float64)
+    C = jax.lax.complex(model.C[..., 0], model.C[..., 1])
+    B = jax.lax.complex(model.B[..., 0], model.B[..., 1])
+    expected = ssm.s4d_kernel(C, B, model.Lambda, model.dt[:, None], 50)
+    assert relative_error(model.kernel(50), expected) <= 1e-12
+    A_bar, B_bar, C = model.discrete_system()
+    powers = A_bar[..., None] ** jnp.arange(50).reshape(1, 1, 50)  # (H, M, L)
+    dense = 2 * jnp.einsum("dhm,hm,hml->dhl", C, B_bar, powers).real
+    assert relative_error(model.kernel(50), dense) <= 1e-10
+
+
+@pytest.mark.parametrize("cls", [S4Bidirectional, S4DBidirectional])
+def test_bidirectional_is_the_two_sided_convolution(cls):
+    model = cls(H, state_size=N, rngs=nnx.Rngs(0))
+    L = 16
+    u = jax.random.normal(jax.random.PRNGKey(2), (1, L, H))
+    K0, K1 = np.asarray(model.kernel(L))
+    t, s = np.arange(L)[:, None], np.arange(L)[None, :]
+    # y_t = Σ_{s≤t} K⁰_{t-s} u_s + Σ_{s>t} K¹_{s-t-1} u_s, per channel.
+    T = np.where(s <= t, K0[:, np.clip(t - s, 0, L - 1)], K1[:, np.clip(s - t - 1, 0, L - 1)])  # (H, t, s)
+    expected = np.einsum("hts,bsh->bth", T, np.asarray(u))
+    np.testing.assert_allclose(model.ssm_outputs(u), expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["s4_bidirectional", "s4d_bidirectional"])
+def test_bidirectional_variants_are_not_causal(name):
+    model = layers.build(name, H, rngs=nnx.Rngs(0), state_size=N)
+    assert not model.causal
+    x = jax.random.normal(jax.random.PRNGKey(3), (1, 20, H))
+    y, y2 = model(x), model(x.at[:, -1].add(1.0))
+    assert float(jnp.max(jnp.abs(y2[:, 0] - y[:, 0]))) > 1e-5
+    with pytest.raises(NotImplementedError):
+        model.init_state(1)
+    with pytest.raises(NotImplementedError):
+        model.step(x[:, 0], None)
+
+
+def _names(model, kind):
+    return {".".join(map(str, path)) for path, _ in nnx.to_flat_state(nnx.state(model, kind))}
+
+
+OTHER_PARAMS = {"output.D", "output.proj.kernel", "output.proj.bias"}
+
+
+@pytest.mark.parametrize("cls,ssm_names,c_name", [
+    (S4, {"log_A_real", "A_imag", "P", "B", "log_dt"}, "C_tilde"),
+    (S4D, {"log_A_real", "A_imag", "B", "log_dt"}, "C"),
+])
+def test_ssm_parameters_are_ssmparam_and_others_are_not(cls, ssm_names, c_name):
+    model = cls(H, state_size=N, rngs=nnx.Rngs(0))
+    assert _names(model, SSMParam) == ssm_names
+    assert _names(model, nnx.Param) - ssm_names == OTHER_PARAMS | {c_name}
+
+
+def test_initialization():
+    s4 = S4(H, state_size=N, rngs=nnx.Rngs(0))
+    legs = ssm.nplr("legs", N)
+    np.testing.assert_allclose(s4.Lambda, np.broadcast_to(legs.Lambda, (H, N // 2)), rtol=1e-6, atol=1e-6)
+    s4d = S4D(H, state_size=N, rngs=nnx.Rngs(0))
+    np.testing.assert_allclose(s4d.Lambda[0], -0.5 - 1j * np.pi * np.arange(N // 2), rtol=1e-6)
+    for model in (s4, s4d):
+        assert bool(jnp.all((model.dt >= 1e-3 * (1 - 1e-6)) & (model.dt <= 1e-1 * (1 + 1e-6))))
+        assert len(set(np.asarray(model.dt).tolist())) == H  # one step per channel
+
+
+@pytest.mark.parametrize("cls,options", [
+    (S4, {"init": "legt", "output": "glu"}),
+    (S4D, {"init": "inv"}), (S4D, {"init": "legs", "discretization": "bilinear", "output": "glu"}),
+    (S4D, {"init": "real"}),
+])
+def test_options_keep_modes_in_agreement(cls, options):
+    x = jax.random.normal(jax.random.PRNGKey(4), (2, 64, H))
+    ys = outputs_by_mode(cls, x, jnp.float32, with_step=False, **options)
+    assert all(bool(jnp.all(jnp.isfinite(y))) for y in ys.values())
+    for y in ys.values():
+        assert relative_error(y, ys["conv"]) <= 1e-4
+
+
+@pytest.mark.parametrize("name,option,value", [
+    ("s4", "state_size", 7), ("s4d", "state_size", 0), ("s4", "l_max", 0), ("s4", "init", "lin"),
+    ("s4d", "init", "legt"), ("s4", "mode", "recurrent"), ("s4d", "discretization", "euler"),
+    ("s4d_bidirectional", "output", "tanh"), ("s4", "dt_min", 1.0),
+])
+def test_bad_options_name_the_option(name, option, value):
+    with pytest.raises(ValueError, match=option):
+        layers.build(name, H, rngs=nnx.Rngs(0), **{option: value})

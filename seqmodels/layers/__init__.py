@@ -12,5 +12,6 @@ from .base import spec as spec
 from .common import Dense as Dense
 
 from . import aaren as _aaren  # noqa: F401  (registers "aaren")
+from . import routing as _routing  # noqa: F401
 from . import s4 as _s4  # noqa: F401
 from . import lssl as _lssl  # noqa: F401

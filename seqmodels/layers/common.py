@@ -33,6 +33,75 @@ class Dense(nnx.Module):
         return y
 
 
+def masked_softmax(logits: jax.Array, mask: jax.Array) -> jax.Array:
+    """Softmax over the last axis restricted to ``mask`` (broadcastable, same rank).
+
+    Masked entries get exactly 0, so adding masked keys never changes a row; a row with
+    no allowed entry gives all zeros (not NaN), in value and in gradient.
+    """
+    logits = jnp.where(mask, logits, -jnp.inf)
+    top = jax.lax.stop_gradient(jnp.max(logits, axis=-1, keepdims=True))
+    top = jnp.where(jnp.isfinite(top), top, 0.0)
+    weights = jnp.where(mask, jnp.exp(logits - top), 0.0)
+    return weights / jnp.maximum(jnp.sum(weights, axis=-1, keepdims=True), jnp.finfo(weights.dtype).tiny)
+
+
+def local_attention(q: jax.Array, k: jax.Array, v: jax.Array, *, window: int, causal: bool,
+                    segment_ids: jax.Array | None = None, scale: float | None = None) -> jax.Array:
+    """Banded (sliding-window) softmax attention, optionally within segments.
+
+    Query ``t`` sees the keys ``s`` with ``t - window < s ≤ t`` (``causal``) or
+    ``|s - t| < window`` (not causal) and, when ``segment_ids`` is given, only keys of
+    its own segment (``segment_ids[s] == segment_ids[t]``).
+
+    Args:
+      q, k, v: ``(batch, length, heads, head_dim)``.
+      window: band width (≥ 1); a window ≥ length is full (causal) attention.
+      segment_ids: optional ``(batch, length, heads)`` integers, per head.
+      scale: logit scale, ``1/√head_dim`` by default.
+
+    Returns ``(batch, length, heads, head_dim)`` in ``q.dtype``. Queries are cut into
+    blocks of ``b = min(window, length)`` and each block attends to itself and its
+    neighbour block(s): cost ``O(length · window · head_dim)``, never a length × length
+    matrix. Logits and softmax are float32.
+    """
+    if window < 1:
+        raise ValueError(f"window must be ≥ 1; got {window}")
+    batch, length, heads, head_dim = q.shape
+    scale = 1.0 / float(head_dim) ** 0.5 if scale is None else scale
+    block = min(window, length)
+    num_blocks = -(-length // block)
+    pad = num_blocks * block - length
+
+    def to_blocks(x):  # (B, L, ...) -> (B, n, b, ...)
+        x = jnp.pad(x, [(0, 0), (0, pad)] + [(0, 0)] * (x.ndim - 2))
+        return x.reshape((batch, num_blocks, block) + x.shape[2:])
+
+    def with_neighbours(xb):  # (B, n, b, ...) -> (B, n, span·b, ...): previous, own[, next]
+        padded = jnp.pad(xb, [(0, 0), (1, 1)] + [(0, 0)] * (xb.ndim - 2))
+        parts = [padded[:, :-2], xb] + ([] if causal else [padded[:, 2:]])
+        return jnp.concatenate(parts, axis=2)
+
+    query_pos = jnp.arange(num_blocks * block).reshape(num_blocks, block)
+    offsets = jnp.arange(-block, (1 if causal else 2) * block)
+    key_pos = (jnp.arange(num_blocks) * block)[:, None] + offsets[None, :]           # (n, keys)
+    rel = key_pos[:, None, :] - query_pos[:, :, None]                                  # (n, b, keys)
+    allowed = (rel > -window) & ((rel <= 0) if causal else (rel < window))
+    allowed = allowed & ((key_pos >= 0) & (key_pos < length))[:, None, :]
+    mask = allowed[None, :, None]                                                      # (1, n, 1, b, keys)
+    if segment_ids is not None:
+        seg_q = jnp.swapaxes(to_blocks(segment_ids), 2, 3)                             # (B, n, H, b)
+        seg_k = jnp.swapaxes(with_neighbours(to_blocks(segment_ids)), 2, 3)            # (B, n, H, keys)
+        mask = mask & (seg_q[..., :, None] == seg_k[..., None, :])
+
+    logits = jnp.einsum("bnqhd,bnkhd->bnhqk", to_blocks(q), with_neighbours(to_blocks(k)),
+                        preferred_element_type=jnp.float32) * scale
+    weights = masked_softmax(logits, mask)
+    out = jnp.einsum("bnhqk,bnkhd->bnqhd", weights.astype(v.dtype), with_neighbours(to_blocks(v)),
+                     preferred_element_type=jnp.float32)
+    return out.reshape(batch, num_blocks * block, heads, head_dim)[:, :length].astype(q.dtype)
+
+
 class SSMParam(nnx.Param):
     """A state-space parameter (A/Λ, B, Δ, ...): the training loop gives these their own
     learning rate and no weight decay, as the S4 and S5 papers require.

@@ -13,5 +13,7 @@ from .common import Dense as Dense
 
 from . import aaren as _aaren  # noqa: F401  (registers "aaren")
 from . import routing as _routing  # noqa: F401
+from . import s5 as _s5  # noqa: F401
 from . import s4 as _s4  # noqa: F401
+from . import convs5 as _convs5  # noqa: F401
 from . import lssl as _lssl  # noqa: F401

@@ -1,0 +1,163 @@
+"""ConvS5 against NVlabs/ConvSSM's apply_convSSM vectors, recurrent == parallel, and the
+video backbone's frame-by-frame rollout."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from helpers import relative_error
+from seqmodels.layers.common import SSMParam
+from seqmodels.layers.convs5 import ConvS5, apply_convssm
+from seqmodels.models import VideoModel
+from seqmodels.models.video import rollout
+
+# The reference is float32 (it casts to complex64 itself): atol 1e-5 relative to max|y|.
+F32_TOL = 1e-5
+
+
+def time_major(a):
+    return jnp.moveaxis(jnp.asarray(a), 0, 1)  # (L, B, ...) <-> (B, L, ...)
+
+
+def scan_steps(mixer, x, state=None):
+    """All outputs of ``mixer.step`` over the frames of x, inside one jit."""
+    graphdef, params = nnx.split(mixer)
+
+    @jax.jit
+    def run(params, x, state):
+        m = nnx.merge(graphdef, params)
+
+        def body(h, x_t):
+            y_t, h = m.step(x_t, h)
+            return h, y_t
+
+        h0 = m.init_state(x.shape[0], x.shape[2:4]) if state is None else state
+        h_last, ys = jax.lax.scan(body, h0, jnp.moveaxis(x, 1, 0))
+        return jnp.moveaxis(ys, 0, 1), h_last
+
+    return run(params, x, state)
+
+
+def reference_layer(d):
+    """A ConvS5 layer holding the reference's Λ, B̃ and Δ and C̃, without D or activation."""
+    P, U, k = 4, 3, 3
+    m = ConvS5(U, state_size=2 * P, blocks=1, clip_eigs=False, kernel_b=k, kernel_c=k, kernel_d=None,
+               activation="none", rngs=nnx.Rngs(0))
+    m.A.Lambda_re[...] = jnp.asarray(d["Lambda"].real)
+    m.A.Lambda_im[...] = jnp.asarray(d["Lambda"].imag)
+    m.A.log_step[...] = jnp.log(jnp.asarray(d["step"]))
+    b_tilde = d["B_tilde"].reshape(P, U, k, k).transpose(2, 3, 1, 0)  # (P, U·k·k) -> HWIO
+    m.B[...] = jnp.stack([b_tilde.real, b_tilde.imag], axis=-1)
+    m.C[...] = jnp.stack([d["C_tilde"].real, d["C_tilde"].imag], axis=-1)
+    return m
+
+
+@pytest.mark.parametrize("method", ["sequential", "associative"])
+@pytest.mark.parametrize("x0", [False, True], ids=["zero_state", "x0"])
+def test_apply_convssm_equals_reference(reference, method, x0):
+    d = np.load(reference / "convs5.npz")
+    suffix = "_x0" if x0 else ""
+    y, x_last = apply_convssm(jnp.asarray(d["A_bar"]), jnp.asarray(d["B_bar"]), jnp.asarray(d["C_tilde"]),
+                              time_major(d["us"]), h0=jnp.asarray(d["x0"]) if x0 else None, method=method)
+    for kind in ("parallel", "sequential"):
+        assert relative_error(time_major(y), d[f"ys_{kind}{suffix}"]) <= F32_TOL
+        assert relative_error(x_last, d[f"x_last_{kind}{suffix}"]) <= F32_TOL
+
+
+def test_layer_equals_reference(reference):
+    """Parameters -> discretization -> convolutions and scan, parallel and frame by frame."""
+    d = np.load(reference / "convs5.npz")
+    m = reference_layer(d)
+    lambda_bar, b_bar, _ = m.discretized()
+    assert relative_error(lambda_bar, d["A_bar"]) <= F32_TOL
+    assert relative_error(b_bar, d["B_bar"]) <= F32_TOL
+    us = time_major(d["us"])
+    assert relative_error(time_major(m(us)), d["ys_parallel"]) <= F32_TOL
+    ys, x_last = scan_steps(m, us, jnp.asarray(d["x0"]))
+    assert relative_error(time_major(ys), d["ys_sequential_x0"]) <= F32_TOL
+    assert relative_error(x_last, d["x_last_sequential_x0"]) <= F32_TOL
+
+
+def test_step_equals_scan_float64(x64):
+    m = ConvS5(4, state_size=8, method="chunked", param_dtype=jnp.float64, rngs=nnx.Rngs(0))
+    x = jax.random.normal(jax.random.PRNGKey(1), (1, 1000, 3, 4, 4), jnp.float64)
+    y = nnx.jit(lambda m, x: m(x))(m, x)
+    assert y.dtype == jnp.float64 and m.init_state(1).dtype == jnp.complex128
+    assert relative_error(scan_steps(m, x)[0], y) <= 1e-9
+
+
+def test_step_equals_scan_float32():
+    m = ConvS5(4, state_size=8, method="chunked", rngs=nnx.Rngs(0))
+    x = jax.random.normal(jax.random.PRNGKey(1), (1, 1000, 3, 4, 4))
+    assert relative_error(scan_steps(m, x)[0], nnx.jit(lambda m, x: m(x))(m, x)) <= 1e-4
+
+
+def test_parameters_and_state():
+    m = ConvS5(6, state_size=8, blocks=2, kernel_b=3, kernel_c=5, rngs=nnx.Rngs(0))
+    ssm_paths = {"/".join(map(str, path)) for path, _ in nnx.to_flat_state(nnx.state(m, SSMParam))}
+    assert ssm_paths == {"A/Lambda_re", "A/Lambda_im", "A/log_step", "B"}
+    assert type(m.C) is nnx.Param and type(m.D) is nnx.Param
+    assert m.B.shape == (3, 3, 6, 4, 2) and m.C.shape == (5, 5, 4, 6, 2) and m.D.shape == (3, 3, 6, 6)
+    for p in jax.tree.leaves(nnx.state(m, nnx.Param)):
+        assert p.dtype == jnp.float32  # no complex parameters
+    assert m.init_state(2).shape == (2, 1, 1, 4)                 # broadcasts over any frame size
+    assert m.init_state(2, (5, 7)).shape == (2, 5, 7, 4)
+    x_t = jnp.ones((2, 5, 7, 6))
+    _, state = m.step(x_t, m.init_state(2))
+    assert state.shape == (2, 5, 7, 4) and state.dtype == jnp.complex64
+    with pytest.raises(ValueError, match="state must broadcast"):
+        m.step(x_t, m.init_state(2, (4, 7)))
+
+
+def test_clip_eigs_is_on_by_default():
+    m = ConvS5(4, state_size=8, rngs=nnx.Rngs(0))
+    m.A.Lambda_re[...] = jnp.full(4, 0.3)
+    assert bool(jnp.all(jnp.real(m.A.eigenvalues()) <= -1e-4))
+    assert bool(jnp.all(jnp.abs(m.discretized()[0]) < 1))
+
+
+# ----------------------------------------------------------------------------------------
+# VideoModel
+# ----------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def video():
+    model = VideoModel(in_channels=2, d_model=8, n_layers=2, n_down=1, mixer_options={"state_size": 8},
+                       rngs=nnx.Rngs(0))
+    frames = jax.random.normal(jax.random.PRNGKey(2), (2, 7, 8, 6, 2))
+    return model, frames, nnx.jit(lambda m, x: m(x))(model, frames)
+
+
+def test_video_teacher_forced_steps_equal_parallel(video):
+    model, frames, y = video
+    assert y.shape == frames.shape and y.dtype == jnp.float32
+    step = nnx.jit(lambda m, f, s: m.step(f, s))
+    state, preds = model.init_state(2), []
+    for t in range(frames.shape[1]):
+        pred, state = step(model, frames[:, t], state)
+        preds.append(pred)
+    assert relative_error(jnp.stack(preds, axis=1), y) <= 1e-5
+    assert [s.shape for s in state] == [(2, 4, 3, 4)] * 2  # latent grid 8×6 / 2
+
+
+def test_video_rollout(video):
+    model, frames, y = video
+    out = rollout(model, frames[:, :4], 3)
+    assert out.shape == (2, 3, 8, 6, 2)
+    assert relative_error(out[:, 0], y[:, 3]) <= 1e-5  # the first generated frame is teacher-forced
+    assert bool(jnp.all(jnp.isfinite(out)))
+
+
+def test_video_model_checks_its_inputs(video):
+    model, frames, _ = video
+    with pytest.raises(ValueError, match="divisible by 2\\*\\*n_down"):
+        model(frames[:, :, :7])
+    with pytest.raises(ValueError, match="in_channels=2"):
+        model(frames[..., :1])
+    with pytest.raises(ValueError, match="not a video mixer"):
+        VideoModel(in_channels=1, mixer="s5", rngs=nnx.Rngs(0))

@@ -6,4 +6,5 @@ for each, used by the tests.
 """
 
 from .linear import linear_scan as linear_scan
+from .linear_attention import linear_attention as linear_attention
 from .reference import SoftmaxState as SoftmaxState

@@ -67,7 +67,8 @@ def check_method(method: str, allowed: Sequence[str]) -> None:
 
 
 def check_chunk_size(chunk_size) -> None:
-    if chunk_size is not None and (not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1):
+    if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, (int, np.integer))
+                                   or chunk_size < 1):
         raise ValueError(f"chunk_size must be a positive int or None; got {chunk_size!r}")
 
 

@@ -3,12 +3,14 @@
 The choices come from measurements (``benchmarks/scans.py``,
 ``research/cpu_scan_findings.md``):
 
-* CPU: a sequential ``lax.scan`` is the fastest method for every recurrence at every
+* CPU: a sequential ``lax.scan`` is the fastest forward for every recurrence at every
   length we measured (it runs near memory bandwidth; ``associative_scan`` is ~7×
-  slower). The exception is memory: a sequential scan's backward pass keeps every
-  step's state, which for matrix states (``B·L·H·Dk·Dv`` floats) can exceed memory,
-  so past ``STATE_HISTORY_LIMIT_BYTES`` the chunked form (chunk-boundary states only)
-  is chosen.
+  slower). For matrix states (``linear_attention``, ``delta_rule``) the sequential
+  scan's *backward* is the exception: 3-25× slower than the chunked backward, and it
+  stores every step's state (``B·L·H·Dk·Dv`` floats). Those ops resolve ``auto`` to
+  ``"sequential_forward_chunked_backward"``: the sequential forward, differentiated
+  through the chunked form. Other ops fall back to ``"chunked"`` when the caller's
+  per-step state history would exceed ``STATE_HISTORY_LIMIT_BYTES``.
 * GPU/TPU: log-depth and matmul-shaped forms (associative for diagonal states,
   chunked for matrix states) keep the device busy.
 """
@@ -29,6 +31,12 @@ _ACCELERATOR_CHOICE = {
 }
 
 
+_CPU_CHOICE = {
+    "linear_attention": "sequential_forward_chunked_backward",
+    "delta_rule": "sequential_forward_chunked_backward",
+}
+
+
 def on_accelerator() -> bool:
     return jax.default_backend() not in ("cpu",)
 
@@ -39,6 +47,8 @@ def resolve_method(op: str, method: str, shape=None, *, state_history_bytes: int
         return method
     if on_accelerator():
         return _ACCELERATOR_CHOICE[op]
+    if op in _CPU_CHOICE:
+        return _CPU_CHOICE[op]
     if state_history_bytes is not None and state_history_bytes > STATE_HISTORY_LIMIT_BYTES:
         return "chunked"
     return "sequential"

@@ -79,7 +79,7 @@ def linear_attention(q, k, v, log_decay=None, s0=None):
     ``(B, L, H, Dk)`` (a per-key-feature decay scales the rows of S); state
     ``(B, H, Dk, Dv)``.
     """
-    dtype = accumulation_dtype(q, k, v)
+    dtype = accumulation_dtype(q, k, v, *(x for x in (log_decay, s0) if x is not None))
     B, L, H, Dk = k.shape
     Dv = v.shape[-1]
     if log_decay is None:

@@ -6,5 +6,8 @@ for each, used by the tests.
 """
 
 from .linear import linear_scan as linear_scan
+from .matrix import matrix_scan as matrix_scan
+from .softmax import softmax_scan as softmax_scan
+from .conv import fft_conv as fft_conv
 from .linear_attention import linear_attention as linear_attention
 from .reference import SoftmaxState as SoftmaxState

@@ -10,4 +10,5 @@ from .matrix import matrix_scan as matrix_scan
 from .softmax import softmax_scan as softmax_scan
 from .conv import fft_conv as fft_conv
 from .linear_attention import linear_attention as linear_attention
+from .delta import delta_rule as delta_rule
 from .reference import SoftmaxState as SoftmaxState

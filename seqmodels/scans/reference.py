@@ -154,3 +154,38 @@ def fft_conv(u, kernel, *, causal=True):
         else:
             y = y.at[:, : L + lag].add(kernel[:, j : j + 1] * u[:, -lag:])
     return y
+
+
+def delta_rule(q, k, v, beta, log_gate=None, s0=None):
+    """The (gated) delta rule with ``n_h`` generalized Householder steps per token.
+
+    For each token: ``S ← exp(g_t) S``; then for ``j = 1..n_h``
+    ``S ← (I − β_{t,j} k_{t,j} k_{t,j}ᵀ) S + β_{t,j} k_{t,j} v_{t,j}ᵀ`` (the Householder
+    matrix is formed explicitly); finally ``o_t = Sᵀ q_t``.
+
+    q: ``(B, L, H, Dk)``; k: ``(B, L, H, n_h, Dk)`` (or ``(B, L, H, Dk)`` for ``n_h = 1``);
+    v: ``(B, L, H, n_h, Dv)`` (or ``(B, L, H, Dv)``); beta: ``(B, L, H, n_h)`` (or
+    ``(B, L, H)``); log_gate g: ``(B, L, H)`` or None; state ``(B, H, Dk, Dv)``.
+    """
+    dtype = accumulation_dtype(q, k, v, beta, *(x for x in (log_gate, s0) if x is not None))
+    if k.ndim == 4:
+        k, v, beta = k[:, :, :, None], v[:, :, :, None], beta[..., None]
+    B, L, H, n_h, Dk = k.shape
+    Dv = v.shape[-1]
+    if log_gate is None:
+        log_gate = jnp.zeros((B, L, H), dtype)
+    S = jnp.zeros((B, H, Dk, Dv), dtype) if s0 is None else jnp.asarray(s0, dtype)
+    identity = jnp.eye(Dk, dtype=dtype)[None, None]
+
+    def step(S, inputs):
+        q_t, k_t, v_t, beta_t, g_t = inputs
+        S = jnp.exp(g_t)[..., None, None] * S
+        for j in range(n_h):
+            k_j, v_j, b_j = k_t[:, :, j], v_t[:, :, j], beta_t[:, :, j, None, None]
+            householder = identity - b_j * (k_j[..., :, None] * k_j[..., None, :])
+            S = householder @ S + b_j * (k_j[..., :, None] * v_j[..., None, :])
+        return S, jnp.einsum("bhkv,bhk->bhv", S, q_t)
+
+    inputs = tuple(jnp.asarray(x, dtype) for x in (q, k, v, beta, log_gate))
+    return _time_loop(step, S, inputs, reverse=False)
+

@@ -11,4 +11,5 @@ from .softmax import softmax_scan as softmax_scan
 from .conv import fft_conv as fft_conv
 from .linear_attention import linear_attention as linear_attention
 from .delta import delta_rule as delta_rule
+from .grid import grid_scan as grid_scan
 from .reference import SoftmaxState as SoftmaxState

@@ -189,3 +189,53 @@ def delta_rule(q, k, v, beta, log_gate=None, s0=None):
     inputs = tuple(jnp.asarray(x, dtype) for x in (q, k, v, beta, log_gate))
     return _time_loop(step, S, inputs, reverse=False)
 
+
+def grid_scan(b_r, b_d, T_rl=None, T_ru=None, T_dl=None, T_du=None, h0_left=None, h0_top=None,
+              *, reverse=(False, False), exclusive=False):
+    """pLSTM's 2-D grid recurrence, one cell at a time (see ``seqmodels.scans.grid``).
+
+    ``Cr(x,y) = T_rl Cr(x-1,y) + T_ru Cd(x,y-1) + b_r`` and
+    ``Cd(x,y) = T_du Cd(x,y-1) + T_dl Cr(x-1,y) + b_d``, where "x-1" / "y-1" is the
+    previous cell in the direction of travel (``x+1`` when ``reverse[0]``). Cells are
+    visited row by row in that direction -- no flipping, no skewing. ``b_*``:
+    ``(B, X, Y, ..., N)``; ``T_*``: broadcastable to ``(B, X, Y, ..., N, N)`` or None;
+    ``h0_left``: ``(B, Y, ..., N)``; ``h0_top``: ``(B, X, ..., N)``. Returns
+    ``((Cr, Cd), (last_r, last_d))`` like the fast path.
+    """
+    present = [T for T in (T_rl, T_ru, T_dl, T_du) if T is not None]
+    dtype = accumulation_dtype(b_r, b_d, *present)
+    B, X, Y = b_r.shape[:3]
+    feat = b_r.shape[3:]
+    N = feat[-1]
+    b_r, b_d = jnp.asarray(b_r, dtype), jnp.asarray(b_d, dtype)
+
+    def full(T):
+        if T is None:
+            return jnp.zeros(b_r.shape + (N,), dtype)
+        T = jnp.asarray(T, dtype)
+        return jnp.broadcast_to(T.reshape((1,) * (b_r.ndim + 1 - T.ndim) + T.shape), b_r.shape + (N,))
+
+    T_rl, T_ru, T_dl, T_du = (full(T) for T in (T_rl, T_ru, T_dl, T_du))
+    left = jnp.zeros((B, Y) + feat, dtype) if h0_left is None else jnp.asarray(h0_left, dtype)
+    top = jnp.zeros((B, X) + feat, dtype) if h0_top is None else jnp.asarray(h0_top, dtype)
+    x_order = range(X - 1, -1, -1) if reverse[0] else range(X)
+    y_order = range(Y - 1, -1, -1) if reverse[1] else range(Y)
+    Cr, Cd = jnp.zeros_like(b_r), jnp.zeros_like(b_d)
+    In_r, In_d = jnp.zeros_like(b_r), jnp.zeros_like(b_d)
+
+    def matvec(T, h):
+        return jnp.einsum("...ij,...j->...i", T, h)
+
+    px = None
+    for x in x_order:
+        py = None
+        for y in y_order:
+            cl = left[:, y] if px is None else Cr[:, px, y]
+            cu = top[:, x] if py is None else Cd[:, x, py]
+            Cr = Cr.at[:, x, y].set(matvec(T_rl[:, x, y], cl) + matvec(T_ru[:, x, y], cu) + b_r[:, x, y])
+            Cd = Cd.at[:, x, y].set(matvec(T_du[:, x, y], cu) + matvec(T_dl[:, x, y], cl) + b_d[:, x, y])
+            In_r, In_d = In_r.at[:, x, y].set(cl), In_d.at[:, x, y].set(cu)
+            py = y
+        px = x
+    last_r, last_d = Cr[:, px], Cd[:, :, py]
+    return ((In_r, In_d) if exclusive else (Cr, Cd)), (last_r, last_d)

@@ -163,3 +163,53 @@ class SSMOutput(nnx.Module):
             a, b = jnp.split(out, 2, axis=-1)
             out = a * jax.nn.sigmoid(b)
         return out
+
+
+class RMSNorm(nnx.Module):
+    """RMSNorm over groups of the last axis, optionally gated: ``RMSNorm(x) · w [· SiLU(gate)]``.
+
+    ``groups`` splits the ``features`` into equal groups normalized separately (a
+    per-head norm); the gate multiplies after the norm (``norm_before_gate``, as in
+    mamba's ``RMSNormGated`` and fla's ``FusedRMSNormGated``). Statistics in float32;
+    returns the dtype of ``x``.
+    """
+
+    def __init__(self, features: int, *, groups: int = 1, eps: float = 1e-5):
+        if features % groups:
+            raise ValueError(f"features={features} must be divisible by groups={groups}")
+        self.features, self.groups, self.eps = features, groups, eps
+        self.scale = nnx.Param(jnp.ones((features,), jnp.float32))
+
+    def __call__(self, x: jax.Array, gate: jax.Array | None = None) -> jax.Array:
+        if x.shape[-1] != self.features:
+            raise ValueError(f"x must have {self.features} features on its last axis; got shape {x.shape}")
+        grouped = x.astype(jnp.promote_types(x.dtype, jnp.float32)).reshape(
+            x.shape[:-1] + (self.groups, self.features // self.groups))
+        rms = jax.lax.rsqrt(jnp.mean(jnp.square(grouped), axis=-1, keepdims=True) + self.eps)
+        y = (grouped * rms).reshape(x.shape) * expand_to(self.scale[...], x.ndim)
+        if gate is not None:
+            y = y * jax.nn.silu(gate.astype(y.dtype))
+        return y.astype(x.dtype)
+
+
+def depthwise_conv1d(x: jax.Array, weight: jax.Array, bias: jax.Array | None = None, *,
+                     causal: bool) -> jax.Array:
+    """Depthwise (per-channel) convolution over axis 1 with zero padding, same length out.
+
+    ``causal``: ``y_t = Σ_k w[k] x_{t-K+1+k}`` (left padding ``K-1``: output ``t`` sees
+    inputs ``≤ t``). Otherwise the kernel is centred, ``y_t = Σ_k w[k] x_{t+k-(K-1)/2}``
+    (``K`` odd; torch's ``Conv1d(groups=C, padding=K // 2)``, cross-correlation), as in
+    Hydra's bidirectional short convolution.
+
+    ``x (batch, length, C)``, ``weight (K, C)``, ``bias (C,)``; computes in ``x.dtype``.
+    """
+    K, length = weight.shape[0], x.shape[1]
+    if not causal and K % 2 == 0:
+        raise ValueError(f"a non-causal (centred) kernel must have odd size; got {K}")
+    left = K - 1 if causal else K // 2
+    padded = jnp.pad(x, ((0, 0), (left, K - 1 - left), (0, 0)))
+    w = weight.astype(x.dtype)
+    y = sum(padded[:, k:k + length] * expand_to(w[k], 3) for k in range(K))
+    if bias is not None:
+        y = y + expand_to(bias.astype(x.dtype), 3)
+    return y

@@ -19,3 +19,4 @@ from . import convs5 as _convs5  # noqa: F401
 from . import lssl as _lssl  # noqa: F401
 from . import hydra as _hydra  # noqa: F401
 from . import lightnet as _lightnet  # noqa: F401
+from . import plstm as _plstm  # noqa: F401

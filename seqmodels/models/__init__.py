@@ -3,3 +3,4 @@
 from .sequence import SequenceModel as SequenceModel
 from .sequence import generate as generate
 from .video import VideoModel as VideoModel
+from .image import ImageModel as ImageModel

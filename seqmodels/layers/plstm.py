@@ -1,0 +1,302 @@
+"""pLSTM: "pLSTM: parallelizable Linear Source Transition Mark networks" (Pöppel,
+Freinschlag, Schmied, Lin, Hochreiter, 2025, arXiv 2506.11997).
+
+Per head, with query/key ``q, k ∈ R^Dk``, value ``v ∈ R^Dv`` and a state
+``C ∈ R^{Dk×Dv×N}`` (``N = J_T``, the transition dimension; the other J's are 1):
+
+1-D (``plstm``, causal), §3 / upstream ``pLSTM1D``::
+
+    C_t = T_t C_{t-1} + S_t ⊗ (k_t v_tᵀ)                         T_t: N×N, S_t: N
+    h_t = s · ( Σ_i M_t[i] C_{t-1}[·,·,i]ᵀ q_t + D_t (q_t·k_t) v_t )    s = Dk^{-1/2}
+
+The output reads the *previous* state (an exclusive scan) plus the direct term: the
+transition acts while passing through a node. ``C`` runs through
+``scans.matrix_scan`` (``N > 1``) or ``scans.linear_scan`` (``N = 1``).
+
+2-D (``plstm2d``, images ``(B, X, Y, d)``): every cell has a right state ``Cr`` and a
+down state ``Cd`` (``scans.grid_scan``)::
+
+    Cr(x,y) = T_rl Cr(x-1,y) + T_ru Cd(x,y-1) + S_r ⊗ kvᵀ
+    Cd(x,y) = T_du Cd(x,y-1) + T_dl Cr(x-1,y) + S_d ⊗ kvᵀ
+    h(x,y)  = s · ( q·M_l Cr(x-1,y) + q·M_u Cd(x,y-1) + D (q·k) v )
+
+* P-mode (directed propagation): one source S and transition T per cell and a learned
+  orientation ``o = σ(b_o + 0.5·W_o x) ∈ (0, 1)``: ``S_r = o S``, ``S_d = (1-o) S``,
+  ``T_rl = T_ru = o T``, ``T_du = T_dl = (1-o) T``, ``M_l = M_u = M``. The transitions
+  leaving an incoming edge sum (in norm) to ``‖T‖ ≤ 1``. Coupled: wavefront scan.
+* D-mode (diffusive distribution): independent ``S_r, S_d, T_rl, T_du`` and one cross
+  transition ``T_×``; chirality "L" sets ``T_ru = T_×, T_dl = 0`` ("R": the reverse),
+  so every pair of cells is joined by one path and the grid scan factorizes into a
+  scan along y, then one along x.
+* Four orientations (identity, flip x, flip y, flip both: orientation ``j`` reverses
+  x if ``j & 1`` and y if ``j & 2``) with their own gates; their propagated terms are
+  summed and the direct term added once (upstream's fused layer). Unlike upstream's
+  non-fused layer, the y flip is really applied (there ``(j >> 2) % 2`` is always 0).
+
+Gates (upstream ``source_mark_layer`` / ``longrange_transition_layer`` defaults):
+S, M, D = ``σ(b + W x)`` with ``b = -5``; ``λ = tanh(5·(b_λ + W_λ x))`` with
+``b_λ = 1``; ``T = U_out diag(λ) U_in`` with ``U = exp(skew(A))``, ``A = b_U + W_U x``,
+``b_U = I`` (so ``U = I`` at init) -- orthogonal, hence ``‖T‖₂ = max|λ| < 1``. Every
+``W`` starts at zero (the gates equal upstream's bias-only default at init and may
+learn to depend on the input, as in its vision configs). Outputs go through a
+per-head RMSNorm (eps 1e-5) and an output projection (SmallInit, no bias).
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from .. import scans
+from .base import Mixer, register
+from .common import Dense, RMSNorm, check_choice, check_positive_int, expand_to
+
+_HIGHEST = jax.lax.Precision.HIGHEST
+ORIENTATIONS = 4
+
+
+# --------------------------------------------------------------------------- cores
+
+
+def _outer_source(source, k, v):
+    """``S ⊗ k vᵀ``: ``(..., N)``, ``(..., Dk)``, ``(..., Dv)`` -> ``(..., Dk, Dv, N)``."""
+    return (k[..., :, None, None] * v[..., None, :, None]) * source[..., None, None, :]
+
+
+def _mark_term(q, mark, C):
+    """``Σ_{d,i} q[d] M[i] C[d, v, i]``: ``(..., Dk)``, ``(..., N)``, ``(..., Dk, Dv, N)`` -> ``(..., Dv)``."""
+    return jnp.einsum("...d,...i,...dvi->...v", q, mark, C, precision=_HIGHEST)
+
+
+def _direct_term(q, k, v, direct):
+    """``D (q·k) v``: ``(..., Dk)`` twice, ``(..., Dv)``, ``(...)`` -> ``(..., Dv)``."""
+    qk = jnp.sum(q * k, axis=-1)
+    return (direct * qk)[..., None] * v
+
+
+def _qk_scale(q, qk_scale):
+    return 1.0 / math.sqrt(q.shape[-1]) if qk_scale is None else qk_scale
+
+
+def plstm_1d(q, k, v, source, transition, mark, direct, initial_state=None, *, qk_scale=None,
+             method="auto"):
+    """The 1-D pLSTM recurrence (module docstring), all heads at once.
+
+    Args:
+      q, k: ``(B, L, H, Dk)``; v: ``(B, L, H, Dv)``.
+      source: ``(B, L, H, N)``; transition: ``(B, L, H, N, N)``; mark: ``(B, L, H, N)``;
+      direct: ``(B, L, H)``.
+      initial_state: ``C_{-1}``, ``(B, H, Dk, Dv, N)``; zeros if None.
+      qk_scale: ``s``; ``Dk^{-1/2}`` if None.
+      method: passed to the scan.
+
+    Returns ``(h, C_last)``: ``(B, L, H, Dv)`` and the state after the last step
+    ``(B, H, Dk, Dv, N)`` (float32 or wider).
+    """
+    B, L, H, Dk = q.shape
+    Dv, N = v.shape[-1], source.shape[-1]
+    b = _outer_source(source, k, v)                                   # (B, L, H, Dk, Dv, N)
+    if initial_state is None:
+        initial_state = jnp.zeros((B, H, Dk, Dv, N), jnp.promote_types(b.dtype, jnp.float32))
+    if N == 1:
+        C, C_last = scans.linear_scan(transition[..., 0, None, None], b, initial_state, method=method)
+    else:
+        C, C_last = scans.matrix_scan(transition[:, :, :, None, None], b, initial_state, method=method)
+    C_prev = jnp.concatenate([initial_state[:, None].astype(C.dtype), C[:, :-1]], axis=1)
+    h = _mark_term(q, mark, C_prev) + _direct_term(q, k, v, direct)
+    return h * _qk_scale(q, qk_scale), C_last
+
+
+def plstm_2d(q, k, v, source_r, source_d, T_rl, T_ru, T_dl, T_du, mark_l, mark_u, direct=None, *,
+             reverse=(False, False), qk_scale=None, method="auto"):
+    """The 2-D pLSTM grid recurrence (module docstring) for one orientation, all heads.
+
+    Args:
+      q, k: ``(B, X, Y, H, Dk)``; v: ``(B, X, Y, H, Dv)``.
+      source_r, source_d, mark_l, mark_u: ``(B, X, Y, H, N)``.
+      T_rl, T_ru, T_dl, T_du: ``(B, X, Y, H, N, N)`` or None (zero; D-mode).
+      direct: ``(B, X, Y, H)``, or None to leave the direct term out (the layer adds it
+        once over all orientations).
+      reverse: ``(rx, ry)``: the orientation, see ``scans.grid_scan``.
+
+    Returns ``h``: ``(B, X, Y, H, Dv)``.
+    """
+    def per_state(T):
+        return None if T is None else T[..., None, None, :, :]        # (B, X, Y, H, 1, 1, N, N)
+
+    (c_left, c_up), _ = scans.grid_scan(
+        _outer_source(source_r, k, v), _outer_source(source_d, k, v),
+        per_state(T_rl), per_state(T_ru), per_state(T_dl), per_state(T_du),
+        reverse=reverse, exclusive=True, method=method)
+    h = _mark_term(q, mark_l, c_left) + _mark_term(q, mark_u, c_up)
+    if direct is not None:
+        h = h + _direct_term(q, k, v, direct)
+    return h * _qk_scale(q, qk_scale)
+
+
+# --------------------------------------------------------------------------- gates
+
+
+class _Gate(nnx.Module):
+    """``σ(b + c · W x)`` per head and slot: ``W`` starts at 0, ``b`` constant (or given), ``c`` a fixed scale."""
+
+    def __init__(self, d_model: int, shape: tuple[int, ...], bias, *, input_scale: float = 1.0):
+        self.shape, self.input_scale = shape, input_scale
+        self.kernel = nnx.Param(jnp.zeros((d_model, math.prod(shape)), jnp.float32))
+        self.bias = nnx.Param(jnp.broadcast_to(jnp.asarray(bias, jnp.float32), shape))
+
+    def logits(self, x):
+        wx = jnp.matmul(x.astype(jnp.float32), self.kernel[...])
+        wx = wx.reshape(wx.shape[:-1] + self.shape)
+        return expand_to(self.bias[...], wx.ndim) + self.input_scale * wx
+
+    def __call__(self, x):
+        return jax.nn.sigmoid(self.logits(x))
+
+
+class _Transition(nnx.Module):
+    """``T = U_out diag(λ) U_in`` per head: ``(..., d) -> (..., heads, N, N)``, ``‖T‖₂ < 1``."""
+
+    def __init__(self, d_model: int, heads: int, N: int):
+        self.N = N
+        self.eigen = _Gate(d_model, (heads, N), 1.0)
+        eye = jnp.eye(N, dtype=jnp.float32)
+        self.rotation = _Gate(d_model, (2, heads, N, N), eye) if N > 1 else None
+
+    def __call__(self, x):
+        lam = jnp.tanh(5.0 * self.eigen.logits(x))                      # (..., heads, N)
+        if self.N == 1:
+            return lam[..., None]
+        A = self.rotation.logits(x)                                     # (..., 2, heads, N, N)
+        U = jax.scipy.linalg.expm(0.5 * (A - jnp.swapaxes(A, -1, -2)))  # orthogonal
+        U_out, U_in = U[..., 0, :, :, :], U[..., 1, :, :, :]
+        return jnp.matmul(U_out, lam[..., :, None] * U_in, precision=_HIGHEST)
+
+
+class _Heads(nnx.Module):
+    """Query/key/value projections, the per-head RMSNorm and the output projection."""
+
+    def __init__(self, d_model: int, num_heads: int, *, rngs: nnx.Rngs):
+        check_positive_int("num_heads", num_heads)
+        if d_model % num_heads:
+            raise ValueError(f"d_model={d_model} must be divisible by num_heads={num_heads}")
+        self.num_heads, self.head_dim = num_heads, d_model // num_heads
+        self.query = Dense(d_model, d_model, rngs=rngs)
+        self.key = Dense(d_model, d_model, rngs=rngs)
+        self.value = Dense(d_model, d_model, rngs=rngs)
+        self.norm = RMSNorm(d_model, groups=num_heads, eps=1e-5)
+        small_init = nnx.initializers.normal(stddev=math.sqrt(2.0 / (5.0 * d_model)))
+        self.out = Dense(d_model, d_model, use_bias=False, kernel_init=small_init, rngs=rngs)
+
+    def qkv(self, x):
+        shape = x.shape[:-1] + (self.num_heads, self.head_dim)
+        return tuple(proj(x).reshape(shape) for proj in (self.query, self.key, self.value))
+
+    def output(self, h, dtype):
+        h = h.reshape(h.shape[:-2] + (self.num_heads * self.head_dim,))
+        return self.out(self.norm(h).astype(dtype))
+
+
+# --------------------------------------------------------------------------- layers
+
+
+@register("plstm", example_options={"num_heads": 2, "transition_dim": 2})
+class PLSTM(Mixer):
+    """Causal 1-D pLSTM. State: ``C`` of shape ``(batch, heads, Dk, Dv, transition_dim)``, float32."""
+
+    causal = True
+
+    def __init__(self, d_model: int, *, num_heads: int = 4, transition_dim: int = 4,
+                 qk_scale: float | None = None, method: str = "auto", rngs: nnx.Rngs):
+        self.d_model = d_model
+        self.transition_dim = check_positive_int("transition_dim", transition_dim)
+        self.qk_scale, self.method = qk_scale, method
+        self.heads = _Heads(d_model, num_heads, rngs=rngs)
+        H, N = num_heads, transition_dim
+        self.source = _Gate(d_model, (H, N), -5.0)
+        self.transition = _Transition(d_model, H, N)
+        self.mark = _Gate(d_model, (H, N), -5.0)
+        self.direct = _Gate(d_model, (H,), -5.0)
+
+    def _run(self, x, state, method):
+        q, k, v = self.heads.qkv(x)
+        h, state = plstm_1d(q, k, v, self.source(x), self.transition(x), self.mark(x), self.direct(x),
+                            state, qk_scale=self.qk_scale, method=method)
+        return self.heads.output(h, x.dtype), state
+
+    def forward(self, x):
+        return self._run(x, None, self.method)[0]
+
+    def init_state(self, batch_size: int):
+        Dh = self.heads.head_dim
+        return jnp.zeros((batch_size, self.heads.num_heads, Dh, Dh, self.transition_dim), jnp.float32)
+
+    def forward_step(self, x_t, state):
+        y, state = self._run(x_t[:, None], state, "sequential")
+        return y[:, 0], state
+
+
+@register("plstm2d", example_options={"num_heads": 2})
+class PLSTM2D(Mixer):
+    """2-D pLSTM over images ``(batch, X, Y, d)``, P-mode or D-mode, four orientations."""
+
+    causal = False
+    spatial_ndim = 2
+
+    def __init__(self, d_model: int, *, num_heads: int = 1, transition_dim: int = 1, mode: str = "P",
+                 chirality: str = "L", orientation_scale: float = 0.5, qk_scale: float | None = None,
+                 method: str = "auto", rngs: nnx.Rngs):
+        check_choice("mode", mode, ("P", "D"))
+        check_choice("chirality", chirality, ("L", "R"))
+        self.d_model = d_model
+        self.transition_dim = check_positive_int("transition_dim", transition_dim)
+        self.mode, self.chirality, self.orientation_scale = mode, chirality, orientation_scale
+        self.qk_scale, self.method = qk_scale, method
+        self.heads = _Heads(d_model, num_heads, rngs=rngs)
+        H, N, O = num_heads, transition_dim, ORIENTATIONS
+        self.mark = _Gate(d_model, (O, H, N), -5.0)
+        self.direct = _Gate(d_model, (H,), -5.0)
+        if mode == "P":
+            self.source = _Gate(d_model, (O, H, N), -5.0)
+            self.transition = _Transition(d_model, O * H, N)
+            self.orientation = _Gate(d_model, (O, H), jnp.linspace(-2.0, 2.0, H),
+                                     input_scale=orientation_scale)
+        else:
+            self.source = _Gate(d_model, (2, O, H, N), -5.0)
+            self.transition = _Transition(d_model, 3 * O * H, N)
+
+    def _orientation_gates(self, x):
+        """Per orientation: ``(S_r, S_d, T_rl, T_ru, T_dl, T_du, M)`` in ``plstm_2d``'s shapes."""
+        H, N, O = self.heads.num_heads, self.transition_dim, ORIENTATIONS
+        mark = self.mark(x)                                                      # (..., O, H, N)
+        T = self.transition(x)
+        gates = []
+        if self.mode == "P":
+            S = self.source(x)                                                   # (..., O, H, N)
+            T = T.reshape(T.shape[:-3] + (O, H, N, N))
+            o = self.orientation(x)                                              # (..., O, H)
+            for j in range(O):
+                o_j = o[..., j, :]
+                T_r, T_d = o_j[..., None, None] * T[..., j, :, :, :], (1 - o_j)[..., None, None] * T[..., j, :, :, :]
+                gates.append((o_j[..., None] * S[..., j, :, :], (1 - o_j)[..., None] * S[..., j, :, :],
+                              T_r, T_r, T_d, T_d, mark[..., j, :, :]))
+        else:
+            S = self.source(x)                                                   # (..., 2, O, H, N)
+            T = T.reshape(T.shape[:-3] + (3, O, H, N, N))
+            for j in range(O):
+                T_rl, T_du, T_cross = (T[..., i, j, :, :, :] for i in range(3))
+                T_ru, T_dl = (T_cross, None) if self.chirality == "L" else (None, T_cross)
+                gates.append((S[..., 0, j, :, :], S[..., 1, j, :, :], T_rl, T_ru, T_dl, T_du, mark[..., j, :, :]))
+        return gates
+
+    def forward(self, x):
+        q, k, v = self.heads.qkv(x)
+        h = 0.0
+        for j, (S_r, S_d, T_rl, T_ru, T_dl, T_du, M) in enumerate(self._orientation_gates(x)):
+            h = h + plstm_2d(q, k, v, S_r, S_d, T_rl, T_ru, T_dl, T_du, M, M,
+                             reverse=(bool(j & 1), bool(j & 2)), qk_scale=self.qk_scale, method=self.method)
+        h = h + _direct_term(q, k, v, self.direct(x)) * _qk_scale(q, self.qk_scale)
+        return self.heads.output(h, x.dtype)

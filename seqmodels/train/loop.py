@@ -1,0 +1,467 @@
+"""The training loop: ``train_and_evaluate(config, workdir)`` trains any registered mixer
+on any task, from Python or from the ``seqmodels`` command line.
+
+State. A run's state is one pytree: the model's parameters (``params``) and its other
+state (``rest``: RNG streams, ...) from ``nnx.split(model, nnx.Param, ...)``, the
+optax state, the ``step`` (optimizer updates done), the run's ``rng`` key data, and
+the ``data_position`` (training batches consumed). Checkpoints hold all of it.
+
+Steps. The hot train step is ``jax.jit`` over that split state with the state's
+buffers donated (``nnx.jit`` costs several times more per step on small models).
+Gradient accumulation splits a step's batch into ``accumulation_steps`` strided
+micro-batches inside the step and sums their gradients, so one step is one update
+whatever the accumulation. Dropout is reseeded every step from ``(rng, step)``.
+``train.precision="bfloat16"`` runs activations in bfloat16 against float32
+parameters (``SequenceModel(..., dtype=)``).
+
+Auxiliary losses. A layer adds a term to the training loss by sowing it::
+
+    self.sow(nnx.Intermediate, "aux_loss", value)      # a scalar, already weighted
+
+The train step runs the model under ``nnx.capture(model, nnx.Intermediate)``, so
+sown values are returned to it instead of being stored in the model (no state to
+clear); it sums every captured value named ``aux_loss`` (a layer called several
+times contributes each call) and adds the sum to the task loss before
+differentiating. The train metrics report it as ``train/aux_loss``; evaluation
+reports the task loss alone. Other intermediates are ignored.
+
+Data. Task batches are a pure function of ``(seed, split, index)``: batch ``i`` of
+training is the ``i``-th update's, so a resumed run reads exactly the batches an
+uninterrupted one would, and its parameters end bit-identical. Evaluation data
+uses the fixed seed ``EVAL_SEED`` so runs with different seeds share a test set.
+
+Parallelism. A ``(data, seq)`` device mesh over all devices (``config.mesh``): the
+batch is sharded along ``data``, the state is replicated. ``jax.distributed`` is
+initialized only when a multi-host environment is detected; only process 0 prints
+and writes logs (every process takes part in checkpoints).
+
+Failure. A non-finite loss or gradient norm stops the run with
+``NonFiniteLossError`` naming the step; state is checked before every checkpoint,
+so the last checkpoint on disk is always a good one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+from jax.sharding import NamedSharding, PartitionSpec
+
+from .. import layers
+from ..models import SequenceModel
+from ..tasks import Task, build_task
+from .checkpoint import Checkpointer
+from .config import Config, ConfigError, to_dict, to_json, validate
+from .optim import learning_rate_schedule, make_optimizer
+from .writers import (METRICS_FILE, PLOT_FILE, JsonlWriter, MultiWriter, NullWriter, Progress,
+                      TensorBoardWriter, format_metrics, plot_metrics)
+
+AUX_LOSS = "aux_loss"
+EVAL_SEED = 0
+CONFIG_FILE = "config.json"
+CHECKPOINT_DIR = "checkpoints"
+# flush device metrics (and check them for NaN) at least this often
+MAX_PENDING_STEPS = 100
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The loss or gradient became NaN or infinite."""
+
+
+# ---------------------------------------------------------------------------------
+# multi-host and mesh
+
+
+def multi_host_environment() -> bool:
+    """Whether this process is one of several (a coordinator or a cluster launcher is set)."""
+    env = os.environ
+    def count(name: str) -> int:
+        try:
+            return int(env.get(name, "1"))
+        except ValueError:
+            return 1
+    return ("JAX_COORDINATOR_ADDRESS" in env or count("JAX_NUM_PROCESSES") > 1
+            or count("SLURM_NTASKS") > 1 or count("OMPI_COMM_WORLD_SIZE") > 1
+            or "," in env.get("TPU_WORKER_HOSTNAMES", "") or "MEGASCALE_COORDINATOR_ADDRESS" in env)
+
+
+def maybe_initialize_distributed() -> None:
+    """``jax.distributed.initialize()`` once, and only in a multi-host environment."""
+    if multi_host_environment() and not jax.distributed.is_initialized():
+        jax.distributed.initialize()
+
+
+def make_mesh(data: int = -1, seq: int = 1) -> jax.sharding.Mesh:
+    """A ``(data, seq)`` mesh; ``data=-1`` takes every device not used by ``seq``."""
+    devices = jax.devices()
+    if data == -1:
+        if len(devices) % seq:
+            raise ConfigError(f"mesh.seq={seq} does not divide the {len(devices)} devices")
+        data = len(devices) // seq
+    if data * seq > len(devices):
+        raise ConfigError(f"mesh {data}×{seq} needs {data * seq} devices; {len(devices)} available")
+    auto = (jax.sharding.AxisType.Auto,) * 2
+    return jax.make_mesh((data, seq), ("data", "seq"), auto, devices=devices[:data * seq])
+
+
+# ---------------------------------------------------------------------------------
+# model, losses, aux losses
+
+
+def build_model(config: Config, task: Task) -> SequenceModel:
+    io, model = task.io(), config.model
+    pooling = io.pooling if model.pooling == "auto" else model.pooling
+    if (io.pooling == "none") != (pooling == "none"):
+        raise ConfigError(f"task {config.task.name!r} has {'per-step' if io.pooling == 'none' else 'pooled'} "
+                          f"targets; model.pooling={model.pooling!r} does not fit (use 'auto')")
+    params_key, run_key = run_keys(config.train.seed)
+    return SequenceModel(model.mixer, d_model=model.d_model, n_layers=model.n_layers, output_dim=io.output_dim,
+                         vocab_size=io.vocab_size, input_dim=io.input_dim, pooling=pooling,
+                         dropout=model.dropout, mixer_options=dict(model.mixer_options),
+                         mlp_ratio=model.mlp_ratio, norm=model.norm,
+                         rngs=nnx.Rngs(params=params_key, dropout=run_key))
+
+
+def run_keys(seed: int) -> tuple[jax.Array, jax.Array]:
+    """``(params_key, run_key)``: initialization, and the run's key (dropout of step ``s``
+    is drawn from ``fold_in(run_key, s)``)."""
+    params_key, run_key = jax.random.split(jax.random.key(seed))
+    return params_key, run_key
+
+
+def fit_layout(batch: dict[str, np.ndarray], mixer_cls, tokens: bool) -> dict[str, np.ndarray]:
+    """Merge leading data axes so the inputs have as many as the mixer mixes.
+
+    Images ``(B, H, W, C)`` become pixel sequences ``(B, H·W, C)`` for 1-D mixers, videos
+    ``(B, T, H, W, C)`` become ``(B, T·H, W, C)`` for 2-D ones; a task with fewer axes
+    than the mixer needs is an error.
+    """
+    inputs = batch["inputs"]
+    have = inputs.ndim - (1 if tokens else 2)
+    want = mixer_cls.input_ndim() - 2
+    if have == want:
+        return batch
+    if have < want or batch["weights"].ndim > 1:
+        raise ConfigError(f"the task's inputs {inputs.shape} have {have} data axes; mixer "
+                          f"{mixer_cls.__name__} mixes {mixer_cls.layout()}")
+    merged = int(np.prod(inputs.shape[1:2 + have - want]))
+    return dict(batch, inputs=inputs.reshape((inputs.shape[0], merged) + inputs.shape[2 + have - want:]))
+
+
+def weighted_loss(kind: str, outputs, targets, weights):
+    """Sums over the batch: ``(Σ w·loss, Σ w·metric, Σ w)``; metric is accuracy or MSE."""
+    if kind == "cross_entropy":
+        losses = optax.softmax_cross_entropy_with_integer_labels(outputs, targets)
+        metric = (jnp.argmax(outputs, axis=-1) == targets).astype(jnp.float32)
+    else:
+        losses = jnp.mean(jnp.square(outputs - targets.astype(outputs.dtype)), axis=-1)
+        metric = losses
+    return jnp.sum(losses * weights), jnp.sum(metric * weights), jnp.sum(weights)
+
+
+def sum_aux_losses(intermediates: nnx.State) -> jax.Array:
+    """The sum of every value sown as ``"aux_loss"`` in captured ``intermediates`` (0 if none)."""
+    total = jnp.zeros((), jnp.float32)
+    for path, leaf in jax.tree_util.tree_flatten_with_path(intermediates)[0]:
+        if any(getattr(entry, "key", None) == AUX_LOSS for entry in path):
+            total = total + jnp.sum(jnp.asarray(leaf, jnp.float32))
+    return total
+
+
+def _forward(graphdef, params, rest, batch, *, loss_kind, dtype, dropout_key=None):
+    # copy: fresh Variables at this trace level (``rest`` enters ``jax.grad`` undifferentiated)
+    model = nnx.merge(graphdef, params, rest, copy=True)
+    if dropout_key is not None:
+        nnx.reseed(model, dropout=dropout_key)
+    outputs, intermediates = nnx.capture(model, nnx.Intermediate)(batch["inputs"], dtype=dtype)
+    sums = weighted_loss(loss_kind, outputs, batch["targets"], batch["weights"])
+    return sums, sum_aux_losses(intermediates), nnx.split(model, nnx.Param, ...)[2]
+
+
+def _micro_batches(x, k: int):
+    """``(B, ...)`` -> ``(k, B/k, ...)``, micro-batch ``j`` = rows ``j, j+k, ...`` (spread over devices)."""
+    return x.reshape((x.shape[0] // k, k) + x.shape[1:]).swapaxes(0, 1)
+
+
+def _train_step(state, batch, *, graphdef, tx, loss_kind, dtype, accumulation):
+    params = state["params"]
+    step_key = jax.random.fold_in(jax.random.wrap_key_data(state["rng"]), state["step"])
+    total_weight = jnp.maximum(jnp.sum(batch["weights"]), 1.0)
+
+    def loss_fn(params, rest, micro, index):
+        (loss_sum, metric_sum, weight), aux, rest = _forward(
+            graphdef, params, rest, micro, loss_kind=loss_kind, dtype=dtype,
+            dropout_key=jax.random.fold_in(step_key, index))
+        return loss_sum / total_weight + aux / accumulation, (rest, loss_sum, metric_sum, aux)
+
+    grad_fn = jax.grad(loss_fn, has_aux=True)
+    if accumulation == 1:
+        grads, (rest, loss_sum, metric_sum, aux) = grad_fn(params, state["rest"], batch, 0)
+    else:
+        def body(carry, xs):
+            grads, rest, loss_sum, metric_sum, aux = carry
+            micro, index = xs
+            g, (rest, l, m, a) = grad_fn(params, rest, micro, index)
+            return (jax.tree.map(jnp.add, grads, g), rest, loss_sum + l, metric_sum + m, aux + a), None
+
+        zero = jnp.zeros((), jnp.float32)
+        carry = (jax.tree.map(jnp.zeros_like, params), state["rest"], zero, zero, zero)
+        micro = jax.tree.map(partial(_micro_batches, k=accumulation), batch)
+        (grads, rest, loss_sum, metric_sum, aux), _ = jax.lax.scan(
+            body, carry, (micro, jnp.arange(accumulation)))
+        aux = aux / accumulation
+    updates, opt_state = tx.update(grads, state["opt_state"], params)
+    new_state = dict(state, params=optax.apply_updates(params, updates), rest=rest, opt_state=opt_state,
+                     step=state["step"] + 1, data_position=state["data_position"] + 1)
+    metrics = {"loss": loss_sum / total_weight + aux, "metric": metric_sum / total_weight,
+               "aux_loss": aux, "grad_norm": _global_norm(grads)}
+    return new_state, metrics
+
+
+def _global_norm(tree) -> jax.Array:
+    return jnp.sqrt(sum(jnp.sum(jnp.square(leaf.astype(jnp.float32))) for leaf in jax.tree.leaves(tree)))
+
+
+def _eval_step(params, rest, batch, *, graphdef, loss_kind, dtype):
+    (loss_sum, metric_sum, weight), _, _ = _forward(graphdef, params, rest, batch, loss_kind=loss_kind, dtype=dtype)
+    return jnp.stack([loss_sum, metric_sum, weight])
+
+
+# ---------------------------------------------------------------------------------
+# an experiment: everything built from a config, before any step
+
+
+class Experiment:
+    """The task, model, optimizer, mesh and compiled steps of a config."""
+
+    def __init__(self, config: Config):
+        self.config = config = validate(config)
+        self.task = build_task(config.task.name, **config.task.options)
+        self.mixer_cls = layers.spec(config.model.mixer).cls
+        if self.task.requires_causal and not self.mixer_cls.causal:
+            raise ConfigError(f"task {config.task.name!r} predicts future inputs and needs a causal mixer; "
+                              f"{config.model.mixer!r} is not causal")
+        self.mesh = make_mesh(config.mesh.data, config.mesh.seq)
+        data_size = self.mesh.shape["data"]
+        if config.train.batch_size % data_size:
+            raise ConfigError(f"train.batch_size={config.train.batch_size} must be divisible by the "
+                              f"{data_size} devices of the mesh's data axis")
+        self.replicated = NamedSharding(self.mesh, PartitionSpec())
+        self.batch_sharding = NamedSharding(self.mesh, PartitionSpec("data"))
+        self.dtype = jnp.dtype(config.train.precision)
+
+        model = build_model(config, self.task)
+        self.graphdef, params, _ = nnx.split(model, nnx.Param, ...)
+        self.eval_graphdef = nnx.split(nnx.view(model, deterministic=True), nnx.Param, ...)[0]
+        self.tx = make_optimizer(config.optimizer, params, config.train.steps)
+        self.schedule = learning_rate_schedule(config.optimizer.learning_rate, config.optimizer, config.train.steps)
+        self._model = model
+        state_sharding = jax.tree.map(lambda _: self.replicated, self._state_of(model))
+        self.train_step = jax.jit(
+            partial(_train_step, graphdef=self.graphdef, tx=self.tx, loss_kind=self.task.loss, dtype=self.dtype,
+                    accumulation=config.optimizer.accumulation_steps),
+            donate_argnums=0, out_shardings=(state_sharding, self.replicated))
+        self.eval_step = jax.jit(partial(_eval_step, graphdef=self.eval_graphdef, loss_kind=self.task.loss,
+                                         dtype=self.dtype), out_shardings=self.replicated)
+
+    def _state_of(self, model: nnx.Module) -> dict[str, Any]:
+        _, params, rest = nnx.split(model, nnx.Param, ...)
+        return {"params": params, "rest": rest, "opt_state": self.tx.init(params),
+                "step": jnp.zeros((), jnp.int32), "rng": jax.random.key_data(run_keys(self.config.train.seed)[1]),
+                "data_position": jnp.zeros((), jnp.int32)}
+
+    def init_state(self) -> dict[str, Any]:
+        """The state before the first step, replicated over the mesh."""
+        return jax.device_put(self._state_of(self._model), self.replicated)
+
+    def abstract_state(self) -> dict[str, Any]:
+        """Shapes, dtypes and shardings of the state (the target of a checkpoint restore)."""
+        return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=self.replicated),
+                            self._state_of(self._model))
+
+    def host_batch(self, split: str, index: int) -> dict[str, np.ndarray]:
+        seed = self.config.train.seed if split == "train" else EVAL_SEED
+        batch = self.task.batch(split, index, self.config.train.batch_size, seed)
+        return fit_layout(batch, self.mixer_cls, tokens=self.task.io().vocab_size is not None)
+
+    def device_batch(self, split: str, index: int) -> dict[str, jax.Array]:
+        """Batch ``index`` of ``split`` sharded over the mesh's ``data`` axis; each process
+        contributes its own rows of the global batch."""
+        count, rank = jax.process_count(), jax.process_index()
+
+        def put(x):
+            rows = x.shape[0] // count
+            return jax.make_array_from_process_local_data(self.batch_sharding, x[rank * rows:(rank + 1) * rows],
+                                                          x.shape)
+        return jax.tree.map(put, self.host_batch(split, index))
+
+    def num_eval_batches(self, split: str) -> int:
+        size = self.task.eval_size(split)
+        return self.config.train.eval_batches if size is None else math.ceil(size / self.config.train.batch_size)
+
+    def evaluate(self, state) -> dict[str, float]:
+        """``{"<split>/loss": ..., "<split>/<metric>": ...}`` for every evaluation split."""
+        results = {}
+        for split in self.task.eval_splits():
+            sums = sum(self.eval_step(state["params"], state["rest"], self.device_batch(split, i))
+                       for i in range(self.num_eval_batches(split)))
+            loss_sum, metric_sum, weight = (float(v) for v in jax.device_get(sums))
+            results[f"{split}/loss"] = loss_sum / max(weight, 1.0)
+            results[f"{split}/{self.task.metric}"] = metric_sum / max(weight, 1.0)
+        return results
+
+    def learning_rate(self, step: int) -> float:
+        return float(self.schedule(step))
+
+
+# ---------------------------------------------------------------------------------
+# the loop
+
+
+def _check_finite(pending: list[tuple[int, dict]], ckpt: Checkpointer) -> list[tuple[int, dict]]:
+    """Fetch pending step metrics; raise ``NonFiniteLossError`` at the first bad step."""
+    fetched = jax.device_get([metrics for _, metrics in pending])
+    for (step, _), metrics in zip(pending, fetched):
+        if not (np.isfinite(metrics["loss"]) and np.isfinite(metrics["grad_norm"])):
+            ckpt.wait()
+            last = ckpt.latest_step()
+            kept = f"the last good checkpoint (step {last}) is kept in {ckpt.directory}" if last is not None \
+                else "no checkpoint had been written yet"
+            raise NonFiniteLossError(
+                f"non-finite loss at step {step} (loss={float(metrics['loss'])}, "
+                f"grad_norm={float(metrics['grad_norm'])}); stopping the run: {kept}")
+    return [(step, metrics) for (step, _), metrics in zip(pending, fetched)]
+
+
+def _train_summary(exp: Experiment, fetched: list[tuple[int, dict]], step: int, rate: float) -> dict[str, float]:
+    mean = {key: float(np.mean([m[key] for _, m in fetched])) for key in fetched[0][1]}
+    summary = {"train/loss": mean["loss"], f"train/{exp.task.metric}": mean["metric"]}
+    if mean["aux_loss"] != 0:
+        summary["train/aux_loss"] = mean["aux_loss"]
+    summary.update({"train/grad_norm": mean["grad_norm"], "train/learning_rate": exp.learning_rate(step - 1),
+                    "train/steps_per_second": rate})
+    return summary
+
+
+def _every(step: int, period: int) -> bool:
+    return period > 0 and step % period == 0
+
+
+def _prepare_workdir(config: Config, workdir: Path, primary: bool) -> None:
+    """Write ``config.json``; refuse a workdir that holds a run of another model or task."""
+    path = workdir / CONFIG_FILE
+    new = to_dict(config)
+    if path.exists():
+        old = json.loads(path.read_text())
+        for section in ("model", "task"):
+            if old.get(section) != json.loads(json.dumps(new[section])):
+                raise ConfigError(f"{workdir} holds a run with a different {section} config "
+                                  f"({old.get(section)}); use another --workdir")
+    if primary:
+        workdir.mkdir(parents=True, exist_ok=True)
+        path.write_text(to_json(config) + "\n")
+
+
+def train_and_evaluate(config: Config, workdir: str | Path) -> dict[str, float]:
+    """Train ``config`` in ``workdir`` (resuming from its latest checkpoint if any), then
+    evaluate; returns the final evaluation metrics (and ``"chance"``)."""
+    maybe_initialize_distributed()
+    config = validate(config)
+    workdir = Path(workdir).absolute()
+    primary = jax.process_index() == 0
+    say = print if primary else (lambda *a, **k: None)
+    say(f"config:\n{to_json(config)}", flush=True)
+    exp = Experiment(config)
+    _prepare_workdir(config, workdir, primary)
+    train = config.train
+    say(f"devices: {jax.device_count()} ({jax.devices()[0].platform}), mesh {dict(exp.mesh.shape)}, "
+        f"processes: {jax.process_count()}; workdir: {workdir}", flush=True)
+
+    ckpt = Checkpointer(workdir / CHECKPOINT_DIR, keep=train.keep_checkpoints)
+    writer, progress = NullWriter(), None
+    try:
+        restored = ckpt.restore_latest(exp.abstract_state())
+        if restored is None:
+            state, start = exp.init_state(), 0
+        else:
+            start, state = restored
+            say(f"resuming from the checkpoint of step {start}", flush=True)
+        if primary:
+            writers = [JsonlWriter(workdir / METRICS_FILE, resume_step=start if restored else None)]
+            if train.tensorboard:
+                writers.append(TensorBoardWriter(workdir / "tensorboard"))
+            writer = MultiWriter(writers)
+        progress = Progress(train.steps, start, enabled=primary)
+
+        pending: list[tuple[int, dict]] = []
+        last_time, last_step = time.perf_counter(), start
+        for step in range(start + 1, train.steps + 1):
+            state, metrics = exp.train_step(state, exp.device_batch("train", step - 1))
+            pending.append((step, metrics))
+            final = step == train.steps
+            log, save = _every(step, train.log_every) or final, _every(step, train.checkpoint_every) or final
+            evaluate = _every(step, train.eval_every) and not final
+            if log or save or evaluate or len(pending) >= MAX_PENDING_STEPS:
+                fetched = _check_finite(pending, ckpt)
+                pending = []
+                if log:
+                    now = time.perf_counter()
+                    summary = _train_summary(exp, fetched, step, (step - last_step) / max(now - last_time, 1e-9))
+                    last_time, last_step = now, step
+                    writer.write(step, summary)
+                    progress.update(step, {k.split("/", 1)[1]: v for k, v in summary.items()
+                                           if k.split("/", 1)[1] in ("loss", exp.task.metric)})
+                if save:
+                    ckpt.save(step, state)
+                if evaluate:
+                    results = exp.evaluate(state)
+                    writer.write(step, results)
+                    progress.message(f"eval at step {step}: {format_metrics(results)}")
+        results = exp.evaluate(state)
+        writer.write(train.steps, results)
+    finally:
+        ckpt.close()
+        writer.close()
+        if progress is not None:
+            progress.close()
+
+    chance = exp.task.chance()
+    if primary and train.plot:
+        plot_metrics(workdir / METRICS_FILE, workdir / PLOT_FILE)
+    for split in exp.task.eval_splits():
+        key = f"{split}/{exp.task.metric}"
+        say(f"final {key} = {results[key]:.4f}  (chance {chance:.4f}; loss {results[f'{split}/loss']:.4f})")
+    return dict(results, chance=chance)
+
+
+def evaluate_checkpoint(config: Config, workdir: str | Path) -> dict[str, float]:
+    """Evaluate the latest checkpoint in ``workdir`` (the ``seqmodels eval`` command)."""
+    maybe_initialize_distributed()
+    restored = load_state(config, workdir)
+    if restored is None:
+        raise FileNotFoundError(f"no checkpoint in {Path(workdir) / CHECKPOINT_DIR}")
+    step, state = restored
+    exp = Experiment(config)
+    results = exp.evaluate(state)
+    if jax.process_index() == 0:
+        print(f"step {step}: {format_metrics(results)}  (chance {exp.task.chance():.4f})")
+    return dict(results, step=step)
+
+
+def load_state(config: Config, workdir: str | Path) -> tuple[int, dict[str, Any]] | None:
+    """``(step, state)`` of the latest checkpoint of ``config``'s run in ``workdir``, or ``None``."""
+    if not (Path(workdir) / CHECKPOINT_DIR).is_dir():
+        return None
+    exp = Experiment(config)
+    with Checkpointer(Path(workdir).absolute() / CHECKPOINT_DIR, keep=config.train.keep_checkpoints) as ckpt:
+        return ckpt.restore_latest(exp.abstract_state())

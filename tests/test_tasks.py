@@ -38,8 +38,8 @@ def test_batch_format_and_determinism(name):
         if task.loss == "cross_entropy":
             assert targets.dtype == np.int32 and 0 <= targets.min() and targets.max() < io.output_dim
             assert targets.shape == weights.shape
-        else:
-            assert targets.shape == weights.shape + (io.output_dim,)
+        else:  # per-position regression targets; a frame's pixels may sit between
+            assert targets.shape[:weights.ndim] == weights.shape and targets.shape[-1] == io.output_dim
         if io.pooling == "none":
             assert weights.shape == inputs.shape[:2]
         else:
@@ -195,3 +195,22 @@ def test_ucr_shipped_dataset():
     assert io.output_dim == 2 and io.input_dim == 1
     batch = task.batch("train", 0, 16, 0)
     assert batch["inputs"].shape == (16, 150, 1)
+
+
+def test_bouncing_shapes_targets_are_next_frames_and_motion_reflects():
+    task = tasks.build_task("bouncing_shapes", frames=40, size=9, num_shapes=1, max_speed=2)
+    batch = task.batch("train", 0, 16, 0)
+    video, targets, weights = batch["inputs"][..., 0], batch["targets"][..., 0], batch["weights"]
+    np.testing.assert_array_equal(targets[:, :-1], video[:, 1:])
+    assert np.all(weights[:, :-1] == 1) and np.all(weights[:, -1] == 0)
+    for clip in video:
+        corners = []
+        for frame in clip:
+            ys, xs = np.nonzero(frame)
+            assert 3 <= len(ys) <= 9 and ys.max() - ys.min() <= 2 and xs.max() - xs.min() <= 2
+            corners.append((ys.min(), xs.min()))  # every template fills its top row and left column
+        steps = np.abs(np.diff(np.array(corners), axis=0))
+        speed = steps.max(axis=0)
+        assert np.all(speed >= 1) and np.all(speed <= 2)
+        assert np.all((steps == speed) | (steps < speed))   # shortened only where it bounced
+    assert task.chance() > 0

@@ -114,13 +114,17 @@ class VideoModel(nnx.Module):
             z = jax.nn.gelu(conv(z))
         return self.head(z)
 
-    def __call__(self, frames: jax.Array) -> jax.Array:
-        """Predictions ``(batch, T, H, W, out_channels)``: ``out[:, t]`` ≈ ``frames[:, t+1]``."""
+    def __call__(self, frames: jax.Array, *, dtype=jnp.float32) -> jax.Array:
+        """Predictions ``(batch, T, H, W, out_channels)``: ``out[:, t]`` ≈ ``frames[:, t+1]``.
+
+        ``dtype`` is the activation dtype of the mixer blocks (e.g. ``jnp.bfloat16``); the
+        encoder, decoder and outputs are float32.
+        """
         self._check_frames("frames", frames, 5)
-        z = self.encode(frames.astype(jnp.float32))
+        z = self.encode(frames.astype(jnp.float32)).astype(dtype)
         for block in self.blocks:
             z = block(z)
-        return self.decode(z)
+        return self.decode(z.astype(jnp.float32))
 
     def latent_shape(self, frame_shape: Sequence[int]) -> tuple[int, int]:
         f = 2**self.n_down

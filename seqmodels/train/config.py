@@ -31,6 +31,7 @@ from typing import Any, Mapping, Sequence
 
 PRECISIONS = ("float32", "bfloat16")
 POOLINGS = ("auto", "none", "mean", "last")
+MODEL_KINDS = ("sequence", "image", "video")
 
 
 class ConfigError(ValueError):
@@ -59,10 +60,20 @@ def config_class(cls):
 
 @config_class
 class ModelConfig:
-    """A ``SequenceModel``; input, output sizes and default pooling come from the task.
+    """The backbone around the mixer; input, output sizes and default pooling come from the task.
 
-    ``pooling="auto"`` takes the task's choice (per-step outputs for per-step targets).
-    ``mixer_options`` are the mixer's keyword options (``seqmodels.layers.build``).
+    ``kind`` picks the backbone (``seqmodels.models``):
+
+    * ``"sequence"``: ``SequenceModel`` (token ids or features, per-step or pooled outputs);
+      image or video inputs are flattened to what the mixer mixes;
+    * ``"image"``: ``ImageModel``, a ViT-style classifier on ``patch_size`` patches with a
+      position embedding resized for test images of another size (image tasks);
+    * ``"video"``: ``VideoModel``, a next-frame predictor (conv encoder with ``n_down``
+      stride-2 stages, video-mixer blocks, conv decoder) for next-frame tasks.
+
+    ``pooling="auto"`` takes the task's choice (per-step outputs for per-step targets;
+    ``"sequence"`` only). ``mixer_options`` are the mixer's keyword options
+    (``seqmodels.layers.build``).
     """
 
     mixer: str = "aaren"
@@ -73,6 +84,9 @@ class ModelConfig:
     norm: str = "layer"
     dropout: float = 0.0
     pooling: str = "auto"
+    kind: str = "sequence"
+    patch_size: int = 4
+    n_down: int = 1
 
 
 @config_class
@@ -416,6 +430,9 @@ def validate(config: Config) -> Config:
                           f"valid keys: {listed}")
     _one_of("model.pooling", model.pooling, POOLINGS)
     _one_of("model.norm", model.norm, ("layer", "rms"))
+    _one_of("model.kind", model.kind, MODEL_KINDS)
+    _at_least("model.patch_size", model.patch_size, 1)
+    _at_least("model.n_down", model.n_down, 0)
     _one_of("task.name", config.task.name, task_names())
     option_types = _field_types(task_class(config.task.name))
     unknown = sorted(set(config.task.options) - set(option_types))

@@ -58,7 +58,7 @@ from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
 from .. import layers
-from ..models import SequenceModel
+from ..models import ImageModel, SequenceModel, VideoModel
 from ..tasks import Task, build_task
 from .checkpoint import Checkpointer
 from .config import Config, ConfigError, to_dict, to_json, validate
@@ -118,18 +118,47 @@ def make_mesh(data: int = -1, seq: int = 1) -> jax.sharding.Mesh:
 # model, losses, aux losses
 
 
-def build_model(config: Config, task: Task) -> SequenceModel:
+def build_model(config: Config, task: Task) -> nnx.Module:
+    """The ``config.model.kind`` backbone around ``config.model.mixer``, sized for ``task``."""
     io, model = task.io(), config.model
+    params_key, run_key = run_keys(config.train.seed)
+    rngs = nnx.Rngs(params=params_key, dropout=run_key)
+    mixer_cls = layers.spec(model.mixer).cls
+    if model.kind == "image":
+        if io.input_dim is None or io.pooling == "none":
+            raise ConfigError(f"model.kind='image' needs a task of images with one label each; "
+                              f"task {config.task.name!r} is not one")
+        images = task.batch("train", 0, 1, config.train.seed)["inputs"]
+        if images.ndim != 4:
+            raise ConfigError(f"model.kind='image' needs (batch, H, W, C) inputs; task {config.task.name!r} "
+                              f"gives shape {images.shape}")
+        return ImageModel(model.mixer, in_channels=io.input_dim, num_classes=io.output_dim,
+                          image_size=images.shape[1:3], patch_size=model.patch_size, d_model=model.d_model,
+                          n_layers=model.n_layers, mlp_ratio=model.mlp_ratio, dropout=model.dropout,
+                          norm=model.norm, mixer_options=dict(model.mixer_options), rngs=rngs)
+    if model.kind == "video":
+        if not (mixer_cls.temporal and task.loss == "mse" and io.pooling == "none" and io.input_dim):
+            raise ConfigError(f"model.kind='video' needs a video mixer and a next-frame task (per-frame "
+                              f"regression targets); got mixer {model.mixer!r} and task {config.task.name!r}")
+        return VideoModel(in_channels=io.input_dim, out_channels=io.output_dim, d_model=model.d_model,
+                          n_layers=model.n_layers, n_down=model.n_down, mixer=model.mixer,
+                          mixer_options=dict(model.mixer_options), mlp_ratio=model.mlp_ratio, norm=model.norm,
+                          rngs=rngs)
     pooling = io.pooling if model.pooling == "auto" else model.pooling
     if (io.pooling == "none") != (pooling == "none"):
         raise ConfigError(f"task {config.task.name!r} has {'per-step' if io.pooling == 'none' else 'pooled'} "
                           f"targets; model.pooling={model.pooling!r} does not fit (use 'auto')")
-    params_key, run_key = run_keys(config.train.seed)
     return SequenceModel(model.mixer, d_model=model.d_model, n_layers=model.n_layers, output_dim=io.output_dim,
                          vocab_size=io.vocab_size, input_dim=io.input_dim, pooling=pooling,
                          dropout=model.dropout, mixer_options=dict(model.mixer_options),
-                         mlp_ratio=model.mlp_ratio, norm=model.norm,
-                         rngs=nnx.Rngs(params=params_key, dropout=run_key))
+                         mlp_ratio=model.mlp_ratio, norm=model.norm, rngs=rngs)
+
+
+def evaluation_view(model: nnx.Module) -> nnx.Module:
+    """``model`` with dropout (every module that has a ``deterministic`` flag) turned off."""
+    if any(hasattr(module, "deterministic") for _, module in nnx.iter_modules(model)):
+        return nnx.view(model, deterministic=True)
+    return model
 
 
 def run_keys(seed: int) -> tuple[jax.Array, jax.Array]:
@@ -163,8 +192,9 @@ def weighted_loss(kind: str, outputs, targets, weights):
     if kind == "cross_entropy":
         losses = optax.softmax_cross_entropy_with_integer_labels(outputs, targets)
         metric = (jnp.argmax(outputs, axis=-1) == targets).astype(jnp.float32)
-    else:
-        losses = jnp.mean(jnp.square(outputs - targets.astype(outputs.dtype)), axis=-1)
+    else:  # mean over every target axis beyond the weights' (features, or pixels of a frame)
+        losses = jnp.square(outputs - targets.astype(outputs.dtype))
+        losses = jnp.mean(losses, axis=tuple(range(weights.ndim, losses.ndim)))
         metric = losses
     return jnp.sum(losses * weights), jnp.sum(metric * weights), jnp.sum(weights)
 
@@ -262,7 +292,7 @@ class Experiment:
 
         model = build_model(config, self.task)
         self.graphdef, params, _ = nnx.split(model, nnx.Param, ...)
-        self.eval_graphdef = nnx.split(nnx.view(model, deterministic=True), nnx.Param, ...)[0]
+        self.eval_graphdef = nnx.split(evaluation_view(model), nnx.Param, ...)[0]
         self.tx = make_optimizer(config.optimizer, params, config.train.steps)
         self.schedule = learning_rate_schedule(config.optimizer.learning_rate, config.optimizer, config.train.steps)
         self._model = model
@@ -292,6 +322,8 @@ class Experiment:
     def host_batch(self, split: str, index: int) -> dict[str, np.ndarray]:
         seed = self.config.train.seed if split == "train" else EVAL_SEED
         batch = self.task.batch(split, index, self.config.train.batch_size, seed)
+        if self.config.model.kind != "sequence":  # the image and video backbones take the task's layout
+            return batch
         return fit_layout(batch, self.mixer_cls, tokens=self.task.io().vocab_size is not None)
 
     def device_batch(self, split: str, index: int) -> dict[str, jax.Array]:

@@ -1,4 +1,4 @@
-"""LSSL: Krylov convolution == matrix scan == step, kernel == C Ā^l B̄, fixed vs trainable A/Δ."""
+"""LSSL: Krylov convolution == matrix scan == step, kernel == C Ā^l B̄, step state, fixed vs trainable A/Δ."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 from flax import nnx
 from helpers import relative_error
-from test_s4 import cast_parameters, run_steps
+from test_s4 import (cast_parameters, check_fresh_state_follows_parameters,
+                     check_gradients_reach_ssm_parameters_through_the_state, check_state_carries_the_discrete_system,
+                     check_step_rejects_a_state_without_its_system, run_steps)
 
 import seqmodels.layers as layers
 from seqmodels import ssm
@@ -60,6 +62,24 @@ def test_kernel_is_the_krylov_kernel_of_its_parameters(x64):
     powers = [np.linalg.matrix_power(np.asarray(A_bar), l) for l in range(L)]  # (L, H, N, N)
     explicit = np.einsum("hmn,lhnk,hk->hml", np.asarray(model.C[...]), np.stack(powers), np.asarray(B_bar))
     assert relative_error(K, explicit) <= 1e-10
+
+
+def test_state_carries_the_discrete_system():
+    check_state_carries_the_discrete_system(LSSL(H, state_size=N, rngs=nnx.Rngs(0)), N)
+
+
+@pytest.mark.parametrize("trainable_A", [True, False])
+def test_fresh_state_follows_parameter_change(trainable_A):
+    model = LSSL(H, state_size=N, trainable_A=trainable_A, rngs=nnx.Rngs(0))
+    check_fresh_state_follows_parameters(model)  # with trainable_A=False only Δ changes
+
+
+def test_gradients_reach_ssm_parameters_through_the_state():
+    check_gradients_reach_ssm_parameters_through_the_state(LSSL(H, state_size=N, rngs=nnx.Rngs(0)))
+
+
+def test_step_rejects_a_state_without_its_system():
+    check_step_rejects_a_state_without_its_system(LSSL(H, state_size=N, rngs=nnx.Rngs(0)))
 
 
 def _names(tree, kind):

@@ -1,4 +1,4 @@
-"""S4 and S4D: convolution == scan == step, kernels == ssm kernels, parameter groups, options."""
+"""S4 and S4D: convolution == scan == step, kernels == ssm kernels, step state, parameter groups, options."""
 
 from __future__ import annotations
 
@@ -7,12 +7,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
-from helpers import relative_error
+from helpers import assert_close, relative_error
 
 import seqmodels.layers as layers
 from seqmodels import ssm
 from seqmodels.layers.common import SSMParam
-from seqmodels.layers.s4 import S4, S4D, S4Bidirectional, S4DBidirectional
+from seqmodels.layers.s4 import S4, S4D, S4Bidirectional, S4DBidirectional, SSMStepState
 
 H, N = 4, 8
 
@@ -23,22 +23,24 @@ def cast_parameters(model, dtype):
     return model
 
 
-def run_steps(model, x):
-    """``step`` over every position inside one jitted ``lax.scan``."""
+def run_steps(model, x, initial=None):
+    """``step`` over every position inside one jitted ``lax.scan``, from ``initial`` (default:
+    ``init_state`` inside the jitted function)."""
     graphdef, state = nnx.split(model)
 
     @jax.jit
-    def go(state, x):
+    def go(state, x, initial):
         m = nnx.merge(graphdef, state)
 
         def body(carry, x_t):
             y_t, carry = m.step(x_t, carry)
             return carry, y_t
 
-        _, ys = jax.lax.scan(body, m.init_state(x.shape[0]), jnp.moveaxis(x, 1, 0))
+        carry = m.init_state(x.shape[0]) if initial is None else initial
+        _, ys = jax.lax.scan(body, carry, jnp.moveaxis(x, 1, 0))
         return jnp.moveaxis(ys, 0, 1)
 
-    return go(state, x)
+    return go(state, x, initial)
 
 
 def outputs_by_mode(cls, x, dtype, with_step=True, **options):
@@ -100,6 +102,81 @@ def test_s4d_kernel_is_the_vandermonde_kernel_of_its_parameters(x64):
     powers = A_bar[..., None] ** jnp.arange(50).reshape(1, 1, 50)  # (H, M, L)
     dense = 2 * jnp.einsum("dhm,hm,hml->dhl", C, B_bar, powers).real
     assert relative_error(model.kernel(50), dense) <= 1e-10
+
+
+def check_state_carries_the_discrete_system(model, state_width):
+    """``init_state`` holds a zero ``h`` and exactly ``discrete_system()`` of the current parameters."""
+    state = model.init_state(3)
+    assert isinstance(state, SSMStepState)
+    assert state.h.shape == (3, model.d_model, state_width) and not bool(jnp.any(state.h != 0))
+    system = model.discrete_system()
+    assert type(state.system) is type(system)
+    assert_close(state.system, system, rtol=0.0, name="state.system")
+
+
+def perturb_ssm_parameters(model, seed=0):
+    """Multiply every ``SSMParam`` by ``1 + 0.05·noise`` in place (Δ, A/Λ, P, B all change)."""
+    params = nnx.state(model, SSMParam)
+    leaves, tree = jax.tree.flatten(params)
+    keys = jax.random.split(jax.random.PRNGKey(seed), len(leaves))
+    noisy = [p * (1 + 0.05 * jax.random.normal(k, p.shape, p.dtype)) for p, k in zip(leaves, keys)]
+    nnx.update(model, jax.tree.unflatten(tree, noisy))
+
+
+def check_fresh_state_follows_parameters(model):
+    """After a parameter update a new ``init_state`` steps with the new system; an old state
+    keeps the system it was made with (documented: make a new state after an update)."""
+    x = jax.random.normal(jax.random.PRNGKey(5), (2, 24, model.d_model))
+    y_old = model(x)
+    stale = model.init_state(2)
+    perturb_ssm_parameters(model)
+    y_new = model(x)
+    assert relative_error(y_new, y_old) > 1e-2, "the perturbation must change the outputs"
+    assert relative_error(model.init_state(2).system.A_bar, stale.system.A_bar) > 1e-3
+    assert relative_error(run_steps(model, x, model.init_state(2)), y_new) <= 1e-4
+    assert relative_error(run_steps(model, x, stale), y_old) <= 1e-4
+
+
+def check_gradients_reach_ssm_parameters_through_the_state(model):
+    """``init_state`` inside the differentiated function: every SSMParam gets a gradient through ``system``."""
+    graphdef, params, rest = nnx.split(model, SSMParam, ...)
+    x = jax.random.normal(jax.random.PRNGKey(6), (1, 6, model.d_model))
+
+    def loss(params):
+        m = nnx.merge(graphdef, params, rest)
+        state, total = m.init_state(1), 0.0
+        for t in range(x.shape[1]):
+            y_t, state = m.step(x[:, t], state)
+            total = total + jnp.sum(y_t ** 2)
+        return total
+
+    grads = jax.tree.leaves(jax.jit(jax.grad(loss))(params))
+    assert grads and all(bool(jnp.all(jnp.isfinite(g))) and float(jnp.max(jnp.abs(g))) > 0 for g in grads)
+
+
+@pytest.mark.parametrize("cls,state_width", [(S4, N), (S4D, N // 2)])
+def test_state_carries_the_discrete_system(cls, state_width):
+    check_state_carries_the_discrete_system(cls(H, state_size=N, rngs=nnx.Rngs(0)), state_width)
+
+
+@pytest.mark.parametrize("cls", [S4, S4D])
+def test_fresh_state_follows_parameter_change(cls):
+    check_fresh_state_follows_parameters(cls(H, state_size=N, rngs=nnx.Rngs(0)))
+
+
+@pytest.mark.parametrize("cls", [S4, S4D])
+def test_gradients_reach_ssm_parameters_through_the_state(cls):
+    check_gradients_reach_ssm_parameters_through_the_state(cls(H, state_size=N, rngs=nnx.Rngs(0)))
+
+
+def check_step_rejects_a_state_without_its_system(model):
+    with pytest.raises(TypeError, match=r"state must be the SSMStepState.*init_state.*got Array"):
+        model.step(jnp.ones((2, model.d_model)), model.init_state(2).h)
+
+
+@pytest.mark.parametrize("cls", [S4, S4D])
+def test_step_rejects_a_state_without_its_system(cls):
+    check_step_rejects_a_state_without_its_system(cls(H, state_size=N, rngs=nnx.Rngs(0)))
 
 
 @pytest.mark.parametrize("cls", [S4Bidirectional, S4DBidirectional])

@@ -22,8 +22,12 @@ speed), which is also state-spaces/s4's ``Platypus`` with one ``A`` and per-feat
   squaring (``ssm.krylov_kernel``, ``O(N³ log L + N² L)`` per channel) for the call's
   length, then ``scans.fft_conv``;
 * ``mode="scan"``: ``scans.matrix_scan`` of the dense recurrence;
-* ``step``: one token of it (``O(N²)`` per channel after the ``O(N³)`` discretization,
-  which ``step`` recomputes from the parameters on each call).
+* ``step``: one token of it, ``O(N²)`` per channel. The ``O(N³)`` discretization is
+  done once, by ``init_state``: the state is an ``s4.SSMStepState(h, system)`` that
+  carries ``DenseDiscreteSSM`` ``Ā (H, N, N)``, ``B̄ (H, N)`` (``4·H·N²`` bytes for
+  ``Ā`` in float32, shared by the batch), so ``step`` never rediscretizes (the analogue
+  of state-spaces/s4's ``setup_step``). ``C``, ``D`` and the projection are read from the
+  module. After ``A``, ``B`` or ``Δ`` change, call ``init_state`` again.
 
 **Fixed or trainable.** ``trainable_A=True`` makes ``A`` and ``B`` (the HiPPO pair,
 initialized from ``measure``) trainable, as dense parameters shared over channels
@@ -51,6 +55,7 @@ from jaxtyping import Array, Float
 from .. import scans, ssm
 from .base import Mixer, register
 from .common import SSMOutput, SSMParam, check_choice, check_positive_int, expand_to
+from .s4 import SSMStepState
 
 MODES = ("conv", "scan")
 DISCRETIZATIONS = ("bilinear", "zoh", "forward_euler", "backward_euler")
@@ -84,6 +89,10 @@ class LSSL(Mixer):
 
     Variables: ``A (N, N)``, ``B (N,)``, ``log_dt (H,)`` (SSMParam or SSMConstant),
     ``C (H, M, N)`` and ``output.*`` (Param).
+
+    State (``init_state``): ``SSMStepState(h (batch, H, N) float32, system)``, ``system``
+    the ``discrete_system()`` computed once per state (``4·H·N²`` bytes for ``Ā``); make
+    a new state after ``A``, ``B`` or ``Δ`` change.
     """
 
     causal = True
@@ -138,13 +147,23 @@ class LSSL(Mixer):
     def forward(self, x):
         return self.output(self.ssm_outputs(x).astype(x.dtype), x)
 
-    def init_state(self, batch_size: int) -> jax.Array:
-        """Zero state ``(batch, H, N)``, float32 (float64 for float64 parameters)."""
-        dtype = jnp.promote_types(self.log_dt[...].dtype, jnp.float32)
-        return jnp.zeros((batch_size, self.d_model, self.state_size), dtype)
+    def init_state(self, batch_size: int) -> SSMStepState:
+        """``SSMStepState(h, system)``: zero ``h`` ``(batch, H, N)``, float32 (float64 for
+        float64 parameters), and ``system = discrete_system()`` of the current ``A, B, Δ``,
+        computed here once (``O(N³)`` per channel) so that ``step`` costs ``O(N²)`` per
+        channel and token.
 
-    def forward_step(self, x_t, state):
-        A_bar, B_bar = self.discrete_system()
-        _, h = scans.matrix_scan(A_bar, (expand_to(B_bar, x_t.ndim + 1) * x_t[..., None])[:, None], state)
+        The state holds the system: call ``init_state`` again after ``A``, ``B`` or ``Δ``
+        change. Memory beyond ``h``: ``Ā (H, N, N)`` and ``B̄ (H, N)`` (``4·H·N²`` bytes for
+        ``Ā`` in float32).
+        """
+        dtype = jnp.promote_types(self.log_dt[...].dtype, jnp.float32)
+        return SSMStepState(jnp.zeros((batch_size, self.d_model, self.state_size), dtype), self.discrete_system())
+
+    def forward_step(self, x_t, state: SSMStepState):
+        SSMStepState.check(state, type(self).__name__)
+        A_bar, B_bar = state.system
+        b = (expand_to(B_bar, x_t.ndim + 1) * x_t[..., None])[:, None]
+        _, h = scans.matrix_scan(A_bar, b, state.h, method="sequential")
         y = self._readout(h)
-        return self.output(y.astype(x_t.dtype), x_t), h.astype(state.dtype)
+        return self.output(y.astype(x_t.dtype), x_t), SSMStepState(h.astype(state.h.dtype), state.system)

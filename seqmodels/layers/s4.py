@@ -24,7 +24,8 @@ Three evaluations of the same map, which agree to rounding (tests/test_s4.py):
 * ``mode="scan"``: the discretized recurrence over the sequence (S4: ``scans.matrix_scan``
   over the dense conjugate-doubled ``N × N`` system; S4D: ``scans.linear_scan`` over the
   ``N/2`` complex modes);
-* ``step``: one token of the same recurrence (S4: ``O(N²)`` per channel, S4D: ``O(N)``).
+* ``step``: one token of the same recurrence (S4: ``O(N²)`` per channel, S4D: ``O(N)``),
+  on the discrete system that ``init_state`` computed once (``SSMStepState``, below).
 
 **S4: ``C̃`` parameterization.** As in the paper (Alg. 1) and state-spaces/s4, the
 learned output vector is ``C̃ = C (I - Ā^{l_max})`` for a fixed reference length
@@ -36,8 +37,25 @@ the dense discrete system (``ssm.dplr_c_from_c_tilde`` then ``ssm.dplr_c_tilde``
 ``O(N³ log L)`` per channel) -- exact, but set ``l_max`` to the training length. The
 recurrent forms need ``C`` itself: ``discrete_system()`` materializes ``Ā, B̄`` of the
 conjugate-doubled system (``ssm.dplr_dense`` + bilinear ``ssm.discretize_dense``) and
-solves for ``C`` (``ssm.dplr_c_from_c_tilde``), ``O(N³ log l_max)`` per channel, on
-every ``step`` call (under a ``lax.scan`` over tokens XLA hoists it out of the loop).
+solves for ``C`` (``ssm.dplr_c_from_c_tilde``), ``O(N³ log l_max)`` per channel: once per
+``forward`` in scan mode, and once per generation for ``step``.
+
+**Step state (state-spaces/s4's ``setup_step``).** ``init_state(batch_size)`` returns an
+``SSMStepState(h, system)``: the zero hidden state and ``discrete_system()`` of the
+current parameters; ``step`` only runs ``h ← Ā h + B̄ u``, ``y = readout(C, h)`` and the
+output stage (``D`` and the projection are read from the module). The state is a pytree
+of arrays, so it passes through ``jax.jit``/``lax.scan`` like any other, and gradients
+reach the parameters through ``system`` when ``init_state`` is called inside the
+differentiated function. After the SSM parameters change (an optimizer update, a
+checkpoint load) call ``init_state`` again: a state from before keeps stepping with the
+old system. S4's dense step is the conjugate-doubled system: ``h`` holds ``N`` complex
+numbers (``N/2`` independent, their conjugates repeated) and ``Ā`` is a dense complex
+``N × N`` matrix, ``N²`` complex multiply-adds per channel and token -- four times the
+real operations of an equivalent real ``N``-state system (``[Re x; Im x]`` of the half
+state), and ``8·H·N²`` bytes for ``Ā`` (complex64), shared by the batch (8 MiB at
+``H = 256, N = 64``). state-spaces/s4's ``O(N)`` "linear" (Woodbury) and "diagonal"
+step modes are not offered: at these sizes the dense step is already flat in ``L`` and
+far cheaper than the convolution. S4D's system is three ``(H, N/2)`` complex arrays.
 
 **Discretization.** S4: bilinear (required by the DPLR kernel), in every mode. S4D:
 ``discretization="zoh"`` (default, as in S4D) or ``"bilinear"``, the same rule in every
@@ -96,6 +114,28 @@ class DiscreteSSM(NamedTuple):
     A_bar: jax.Array
     B_bar: jax.Array
     C: jax.Array
+
+
+class SSMStepState(NamedTuple):
+    """Recurrent state of S4, S4D and LSSL: ``h`` and the discrete system it is stepped with.
+
+    ``h``: ``(batch, H, S)`` (S4: ``S = N`` complex; S4D: ``S = N/2`` complex; LSSL:
+    ``S = N`` real), in the accumulation dtype. ``system``: the layer's
+    ``discrete_system()`` when ``init_state`` made the state (S4/S4D: ``DiscreteSSM``;
+    LSSL: ``lssl.DenseDiscreteSSM``), no batch axis. ``step`` reads ``Ā, B̄`` (and
+    S4/S4D's ``C``) from here, never from the parameters: after the parameters change,
+    make a new state with ``init_state``.
+    """
+
+    h: jax.Array
+    system: NamedTuple
+
+    @staticmethod
+    def check(state, mixer: str) -> None:
+        """Raise ``TypeError`` unless ``state`` is an ``SSMStepState`` (e.g. a bare ``h`` array)."""
+        if not isinstance(state, SSMStepState):
+            raise TypeError(f"state must be the SSMStepState(h, system) returned by {mixer}.init_state(batch_size), "
+                            f"which carries the discretized system; got {type(state).__name__}")
 
 
 def _as_complex(pair: jax.Array) -> jax.Array:
@@ -177,19 +217,27 @@ class _ConvSSM(Mixer):
     def forward(self, x):
         return self.output(self.ssm_outputs(x).astype(x.dtype)[..., None], x)
 
-    def init_state(self, batch_size: int) -> jax.Array:
-        """Zero state ``(batch, H, N)`` (S4) or ``(batch, H, M)`` (S4D), complex64 (complex128
-        for float64 parameters)."""
+    def init_state(self, batch_size: int) -> SSMStepState:
+        """``SSMStepState(h, system)``: zero ``h`` ``(batch, H, N)`` (S4) or ``(batch, H, M)`` (S4D),
+        complex64 (complex128 for float64 parameters), and ``system = discrete_system()`` of
+        the current parameters, computed here once (S4: ``O(N³ log l_max)`` per channel)
+        so that ``step`` costs ``O(N²)`` (S4) or ``O(N)`` (S4D) per channel and token.
+
+        The state holds the system: call ``init_state`` again after the parameters change.
+        Memory beyond ``h``: S4 ``Ā (H, N, N)``, ``B̄ (H, N)``, ``C (1, H, N)`` complex
+        (``8·H·N²`` bytes for ``Ā``), S4D three ``(H, M)`` complex arrays.
+        """
         if not self.causal:
             raise NotImplementedError(f"{type(self).__name__} is not causal and has no recurrent state")
         dtype = jnp.promote_types(self.log_dt[...].dtype, jnp.complex64)
-        return jnp.zeros((batch_size, self.d_model, self._state_width), dtype)
+        return SSMStepState(jnp.zeros((batch_size, self.d_model, self._state_width), dtype), self.discrete_system())
 
-    def forward_step(self, x_t, state):
-        system = self.discrete_system()
-        _, h = self._recur(system.A_bar, self._input_term(system, x_t[:, None]), h0=state)
+    def forward_step(self, x_t, state: SSMStepState):
+        SSMStepState.check(state, type(self).__name__)
+        system = state.system
+        _, h = self._recur(system.A_bar, self._input_term(system, x_t[:, None]), h0=state.h, method="sequential")
         y = self._readout(system.C[0], h)
-        return self.output(y.astype(x_t.dtype)[..., None], x_t), h.astype(state.dtype)
+        return self.output(y.astype(x_t.dtype)[..., None], x_t), SSMStepState(h.astype(state.h.dtype), system)
 
     @staticmethod
     def _input_term(system: DiscreteSSM, u):
@@ -214,6 +262,10 @@ class S4(_ConvSSM):
 
     Parameters: ``log_A_real, A_imag (H, M)``, ``P (H, R, M, 2)``, ``B (H, M, 2)``,
     ``log_dt (H,)`` -- SSMParam; ``C_tilde (dirs, H, M, 2)``, ``output.*`` -- Param.
+
+    State (``init_state``): ``SSMStepState(h (batch, H, N) complex64, system)`` where
+    ``system`` is ``discrete_system()`` -- dense ``Ā (H, N, N)``, ``B̄``, ``C`` -- computed
+    once per state (``8·H·N²`` bytes for ``Ā``); make a new state after a parameter update.
     """
 
     causal = True
@@ -266,8 +318,8 @@ class S4(_ConvSSM):
         return DiscreteSSM(A_bar, B_bar, jnp.concatenate([C, jnp.conj(C)], axis=-1))
 
     @staticmethod
-    def _recur(A_bar, b, h0=None, reverse=False):
-        return scans.matrix_scan(A_bar, b, h0, reverse=reverse)
+    def _recur(A_bar, b, h0=None, reverse=False, method="auto"):
+        return scans.matrix_scan(A_bar, b, h0, reverse=reverse, method=method)
 
     @staticmethod
     def _readout(C, h):
@@ -297,6 +349,10 @@ class S4D(_ConvSSM):
 
     Parameters: ``log_A_real, A_imag (H, M)``, ``B (H, M, 2)``, ``log_dt (H,)`` --
     SSMParam; ``C (dirs, H, M, 2)``, ``output.*`` -- Param.
+
+    State (``init_state``): ``SSMStepState(h (batch, H, M) complex64, system)``, ``system``
+    the diagonal ``discrete_system()`` (three ``(H, M)`` complex arrays) computed once per
+    state; make a new state after a parameter update.
     """
 
     causal = True
@@ -332,8 +388,8 @@ class S4D(_ConvSSM):
         return DiscreteSSM(A_bar, B_bar, _as_complex(self.C[...]))
 
     @staticmethod
-    def _recur(A_bar, b, h0=None, reverse=False):
-        return scans.linear_scan(A_bar, b, h0, reverse=reverse)
+    def _recur(A_bar, b, h0=None, reverse=False, method="auto"):
+        return scans.linear_scan(A_bar, b, h0, reverse=reverse, method=method)
 
     @staticmethod
     def _readout(C, h: Inexact[Array, "... H M"]):

@@ -21,11 +21,14 @@ down state ``Cd`` (``scans.grid_scan``)::
     h(x,y)  = s · ( q·M_l Cr(x-1,y) + q·M_u Cd(x,y-1) + D (q·k) v )
 
 * P-mode (directed propagation): one source S and transition T per cell and a learned
-  orientation ``o = σ(b_o + 0.5·W_o x) ∈ (0, 1)``: ``S_r = o S``, ``S_d = (1-o) S``,
+  orientation ``o = σ(b_o + 0.5·W_o x / d_model) ∈ (0, 1)`` (``b_o`` spread over the heads as
+  ``linspace(-2, 2)``, upstream's init; 0, no preferred direction, for a single head): ``S_r = o S``, ``S_d = (1-o) S``,
   ``T_rl = T_ru = o T``, ``T_du = T_dl = (1-o) T``, ``M_l = M_u = M``. The transitions
-  leaving an incoming edge sum (in norm) to ``‖T‖ ≤ 1``. Coupled: wavefront scan.
-* D-mode (diffusive distribution): independent ``S_r, S_d, T_rl, T_du`` and one cross
-  transition ``T_×``; chirality "L" sets ``T_ru = T_×, T_dl = 0`` ("R": the reverse),
+  leaving an incoming edge sum (in norm) to ``‖T‖ ≤ 1`` (upstream's fused layer writes
+  ``1 - o S`` and ``1 - o T``, which keeps that bound only for scalar ``0 ≤ o T ≤ 1``).
+  Coupled: wavefront scan.
+* D-mode (diffusive distribution): independent ``S_r, S_d, T_rl, T_du, M_l, M_u`` and one
+  cross transition ``T_×``; chirality "L" sets ``T_ru = T_×, T_dl = 0`` ("R": the reverse),
   so every pair of cells is joined by one path and the grid scan factorizes into a
   scan along y, then one along x.
 * Four orientations (identity, flip x, flip y, flip both: orientation ``j`` reverses
@@ -257,21 +260,22 @@ class PLSTM2D(Mixer):
         self.qk_scale, self.method = qk_scale, method
         self.heads = _Heads(d_model, num_heads, rngs=rngs)
         H, N, O = num_heads, transition_dim, ORIENTATIONS
-        self.mark = _Gate(d_model, (O, H, N), -5.0)
         self.direct = _Gate(d_model, (H,), -5.0)
         if mode == "P":
             self.source = _Gate(d_model, (O, H, N), -5.0)
             self.transition = _Transition(d_model, O * H, N)
-            self.orientation = _Gate(d_model, (O, H), jnp.linspace(-2.0, 2.0, H),
-                                     input_scale=orientation_scale)
+            self.mark = _Gate(d_model, (O, H, N), -5.0)
+            self.orientation = _Gate(d_model, (O, H), jnp.linspace(-2.0, 2.0, H) if H > 1 else jnp.zeros((1,)),
+                                     input_scale=orientation_scale / d_model)
         else:
             self.source = _Gate(d_model, (2, O, H, N), -5.0)
             self.transition = _Transition(d_model, 3 * O * H, N)
+            self.mark = _Gate(d_model, (2, O, H, N), -5.0)
 
     def _orientation_gates(self, x):
-        """Per orientation: ``(S_r, S_d, T_rl, T_ru, T_dl, T_du, M)`` in ``plstm_2d``'s shapes."""
+        """Per orientation: ``(S_r, S_d, T_rl, T_ru, T_dl, T_du, M_l, M_u)`` in ``plstm_2d``'s shapes."""
         H, N, O = self.heads.num_heads, self.transition_dim, ORIENTATIONS
-        mark = self.mark(x)                                                      # (..., O, H, N)
+        mark = self.mark(x)                                            # (..., O, H, N); D: (..., 2, O, H, N)
         T = self.transition(x)
         gates = []
         if self.mode == "P":
@@ -282,21 +286,22 @@ class PLSTM2D(Mixer):
                 o_j = o[..., j, :]
                 T_r, T_d = o_j[..., None, None] * T[..., j, :, :, :], (1 - o_j)[..., None, None] * T[..., j, :, :, :]
                 gates.append((o_j[..., None] * S[..., j, :, :], (1 - o_j)[..., None] * S[..., j, :, :],
-                              T_r, T_r, T_d, T_d, mark[..., j, :, :]))
+                              T_r, T_r, T_d, T_d, mark[..., j, :, :], mark[..., j, :, :]))
         else:
             S = self.source(x)                                                   # (..., 2, O, H, N)
             T = T.reshape(T.shape[:-3] + (3, O, H, N, N))
             for j in range(O):
                 T_rl, T_du, T_cross = (T[..., i, j, :, :, :] for i in range(3))
                 T_ru, T_dl = (T_cross, None) if self.chirality == "L" else (None, T_cross)
-                gates.append((S[..., 0, j, :, :], S[..., 1, j, :, :], T_rl, T_ru, T_dl, T_du, mark[..., j, :, :]))
+                gates.append((S[..., 0, j, :, :], S[..., 1, j, :, :], T_rl, T_ru, T_dl, T_du,
+                              mark[..., 0, j, :, :], mark[..., 1, j, :, :]))
         return gates
 
     def forward(self, x):
         q, k, v = self.heads.qkv(x)
         h = 0.0
-        for j, (S_r, S_d, T_rl, T_ru, T_dl, T_du, M) in enumerate(self._orientation_gates(x)):
-            h = h + plstm_2d(q, k, v, S_r, S_d, T_rl, T_ru, T_dl, T_du, M, M,
+        for j, (S_r, S_d, T_rl, T_ru, T_dl, T_du, M_l, M_u) in enumerate(self._orientation_gates(x)):
+            h = h + plstm_2d(q, k, v, S_r, S_d, T_rl, T_ru, T_dl, T_du, M_l, M_u,
                              reverse=(bool(j & 1), bool(j & 2)), qk_scale=self.qk_scale, method=self.method)
         h = h + _direct_term(q, k, v, self.direct(x)) * _qk_scale(q, self.qk_scale)
         return self.heads.output(h, x.dtype)

@@ -215,3 +215,18 @@ def test_model_kind_must_fit_the_task():
         Experiment(bad)
     with pytest.raises(ConfigError, match="model.kind must be one of sequence, image, video"):
         Experiment(dataclasses.replace(bad, model=ModelConfig(kind="graph")))
+
+
+def test_layer_options_alternate_mixer_variants():
+    from seqmodels.train import ConfigError, Experiment
+    config = apply_overrides(
+        Config(model=ModelConfig(mixer="plstm2d", d_model=8, n_layers=3, mixer_options={"num_heads": 2},
+                                 mlp_ratio=1, kind="image"),
+               task=TaskConfig("arrows", {"size": 12, "test_size": 12})),
+        {"model.layer_options": '[{"mode": "P"}, {"mode": "D"}]'})
+    assert config.model.layer_options == ({"mode": "P"}, {"mode": "D"})
+    modes = [block.mixer.mode for block in Experiment(config)._model.blocks]
+    assert modes == ["P", "D", "P"]
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) \['mdoe'\] in model.layer_options\[1\]"):
+        Experiment(dataclasses.replace(config, model=dataclasses.replace(config.model,
+                                                                          layer_options=({}, {"mdoe": "D"}))))

@@ -25,7 +25,7 @@ from flax import nnx
 
 from .. import layers
 from ..layers.common import Dense, check_positive_int
-from .sequence import NORMS, Block, _norm
+from .sequence import NORMS, Block, _norm, per_layer_options
 
 
 def _pair(name: str, value) -> tuple[int, int]:
@@ -49,12 +49,14 @@ class ImageModel(nnx.Module):
       d_model, n_layers, mlp_ratio, dropout, norm: width, depth, MLP ratio, dropout
         rate, ``"layer"`` or ``"rms"``.
       mixer_options: keyword options for the mixer.
+      layer_options: per-layer overrides of ``mixer_options``, cycled over the layers
+        (``sequence.per_layer_options``), e.g. pLSTM's alternating ``[{"mode": "P"}, {"mode": "D"}]``.
     """
 
     def __init__(self, mixer: str, *, in_channels: int, num_classes: int, image_size: int | Sequence[int],
                  patch_size: int = 4, d_model: int = 64, n_layers: int = 4, mlp_ratio: int = 4,
                  dropout: float = 0.0, norm: str = "layer", mixer_options: dict | None = None,
-                 rngs: nnx.Rngs):
+                 layer_options: Sequence[dict] | None = None, rngs: nnx.Rngs):
         cls = layers.spec(mixer).cls
         if cls.temporal or cls.spatial_ndim not in (1, 2):
             raise ValueError(f"mixer {mixer!r} takes {cls.layout()}: ImageModel needs a sequence mixer "
@@ -72,9 +74,8 @@ class ImageModel(nnx.Module):
                                     strides=(patch_size, patch_size), padding="VALID", rngs=rngs)
         self.pos_embed = nnx.Param(0.02 * jax.random.normal(rngs.params(), self.grid + (d_model,), jnp.float32))
         self.blocks = nnx.List([
-            Block(mixer, d_model, mixer_options=dict(mixer_options or {}), mlp_ratio=mlp_ratio,
-                  dropout=dropout, norm=norm, rngs=rngs)
-            for _ in range(n_layers)
+            Block(mixer, d_model, mixer_options=options, mlp_ratio=mlp_ratio, dropout=dropout, norm=norm, rngs=rngs)
+            for options in per_layer_options(mixer_options, layer_options, n_layers)
         ])
         self.final_norm = _norm(norm, d_model, rngs)
         self.head = Dense(d_model, num_classes, rngs=rngs)

@@ -11,7 +11,7 @@ outputs as the parallel forward, which ``generate`` uses for greedy decoding.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -28,6 +28,20 @@ def _norm(kind: str, d_model: int, rngs: nnx.Rngs) -> nnx.Module:
     if kind == "layer":
         return nnx.LayerNorm(d_model, rngs=rngs)
     return nnx.RMSNorm(d_model, rngs=rngs)
+
+
+def per_layer_options(mixer_options: dict | None, layer_options: Sequence[dict] | None,
+                      n_layers: int) -> list[dict]:
+    """Each layer's mixer options: ``mixer_options`` updated by ``layer_options[i % len]``.
+
+    ``layer_options`` cycles over the layers, so ``[{"mode": "P"}, {"mode": "D"}]``
+    alternates two variants of one mixer (pLSTM's P/D vision blocks); empty or None
+    gives every layer ``mixer_options``.
+    """
+    base, cycle = dict(mixer_options or {}), list(layer_options or [])
+    if not all(isinstance(o, dict) for o in cycle):
+        raise ValueError(f"layer_options must be a sequence of dicts; got {layer_options!r}")
+    return [dict(base, **(cycle[i % len(cycle)] if cycle else {})) for i in range(n_layers)]
 
 
 class MLP(nnx.Module):
@@ -74,13 +88,16 @@ class SequenceModel(nnx.Module):
       pooling: ``"none"`` (per-step outputs), ``"mean"`` over all positions, or ``"last"``.
       dropout: dropout rate after each mixer and MLP (off under ``model.eval()``).
       mixer_options: keyword options passed to the mixer.
+      layer_options: per-layer overrides of ``mixer_options``, cycled over the layers
+        (``per_layer_options``), e.g. ``[{"mode": "P"}, {"mode": "D"}]``.
       mlp_ratio, norm: MLP width ratio; ``"layer"`` or ``"rms"`` normalization.
     """
 
     def __init__(self, mixer: str, *, d_model: int, n_layers: int, output_dim: int,
                  vocab_size: int | None = None, input_dim: int | None = None,
                  pooling: str = "none", dropout: float = 0.0, mixer_options: dict | None = None,
-                 mlp_ratio: int = 4, norm: str = "layer", rngs: nnx.Rngs):
+                 layer_options: Sequence[dict] | None = None, mlp_ratio: int = 4, norm: str = "layer",
+                 rngs: nnx.Rngs):
         if (vocab_size is None) == (input_dim is None):
             raise ValueError(f"give exactly one of vocab_size (token ids) or input_dim (features); "
                              f"got vocab_size={vocab_size}, input_dim={input_dim}")
@@ -97,9 +114,8 @@ class SequenceModel(nnx.Module):
         else:
             self.embed = Dense(input_dim, d_model, rngs=rngs)
         self.blocks = nnx.List([
-            Block(mixer, d_model, mixer_options=dict(mixer_options or {}), mlp_ratio=mlp_ratio,
-                  dropout=dropout, norm=norm, rngs=rngs)
-            for _ in range(n_layers)
+            Block(mixer, d_model, mixer_options=options, mlp_ratio=mlp_ratio, dropout=dropout, norm=norm, rngs=rngs)
+            for options in per_layer_options(mixer_options, layer_options, n_layers)
         ])
         self.final_norm = _norm(norm, d_model, rngs)
         self.head = Dense(d_model, output_dim, rngs=rngs)

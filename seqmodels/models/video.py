@@ -25,7 +25,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from .. import layers
-from .sequence import MLP, NORMS, _norm
+from .sequence import MLP, NORMS, _norm, per_layer_options
 
 
 class VideoBlock(nnx.Module):
@@ -59,12 +59,15 @@ class VideoModel(nnx.Module):
       n_down: stride-2 stages; frames must have H and W divisible by ``2**n_down``.
       mixer: a registered video mixer (``temporal``, ``spatial_ndim == 2``).
       mixer_options: keyword options for the mixer.
+      layer_options: per-layer overrides of ``mixer_options``, cycled over the layers
+        (``sequence.per_layer_options``).
       mlp_ratio, norm: per-pixel MLP width ratio; ``"layer"`` or ``"rms"`` norm.
     """
 
     def __init__(self, *, in_channels: int, out_channels: int | None = None, d_model: int = 64,
                  n_layers: int = 2, n_down: int = 2, mixer: str = "convs5", mixer_options: dict | None = None,
-                 mlp_ratio: int = 2, norm: str = "layer", rngs: nnx.Rngs):
+                 layer_options: Sequence[dict] | None = None, mlp_ratio: int = 2, norm: str = "layer",
+                 rngs: nnx.Rngs):
         cls = layers.spec(mixer).cls
         if not (cls.temporal and cls.spatial_ndim == 2):
             raise ValueError(f"mixer {mixer!r} is not a video mixer (needs temporal=True, spatial_ndim=2)")
@@ -82,9 +85,8 @@ class VideoModel(nnx.Module):
         self.down = nnx.List([nnx.Conv(widths[i], widths[i + 1], (3, 3), strides=(2, 2), rngs=rngs)
                               for i in range(n_down)])
         self.blocks = nnx.List([
-            VideoBlock(mixer, d_model, mixer_options=dict(mixer_options or {}), mlp_ratio=mlp_ratio,
-                       norm=norm, rngs=rngs)
-            for _ in range(n_layers)
+            VideoBlock(mixer, d_model, mixer_options=options, mlp_ratio=mlp_ratio, norm=norm, rngs=rngs)
+            for options in per_layer_options(mixer_options, layer_options, n_layers)
         ])
         self.final_norm = _norm(norm, d_model, rngs)
         self.up = nnx.List([nnx.ConvTranspose(widths[i + 1], widths[i], (4, 4), strides=(2, 2), rngs=rngs)

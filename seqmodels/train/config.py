@@ -73,7 +73,9 @@ class ModelConfig:
 
     ``pooling="auto"`` takes the task's choice (per-step outputs for per-step targets;
     ``"sequence"`` only). ``mixer_options`` are the mixer's keyword options
-    (``seqmodels.layers.build``).
+    (``seqmodels.layers.build``); ``layer_options`` are per-layer overrides of them,
+    cycled over the layers (``({"mode": "P"}, {"mode": "D"})`` alternates pLSTM's two
+    modes; on the command line a JSON list).
     """
 
     mixer: str = "aaren"
@@ -87,6 +89,7 @@ class ModelConfig:
     kind: str = "sequence"
     patch_size: int = 4
     n_down: int = 1
+    layer_options: tuple[dict[str, Any], ...] = ()
 
 
 @config_class
@@ -218,6 +221,8 @@ def coerce(value: Any, tp: Any, key: str) -> Any:
         if tp is str:
             return _check(value, str)
         if origin is tuple:
+            if isinstance(value, str) and value.strip().startswith("["):  # a JSON list
+                value = json.loads(value)
             items = ([s for s in value.split(",") if s.strip()] if isinstance(value, str) else list(value))
             item_type = args[0] if args else Any
             return tuple(coerce(item, item_type, key) for item in items)
@@ -423,11 +428,13 @@ def validate(config: Config) -> Config:
     model, train, opt = config.model, config.train, config.optimizer
     _one_of("model.mixer", model.mixer, layers.names())
     valid_options = layers.spec(model.mixer).options()
-    unknown = sorted(set(model.mixer_options) - set(valid_options))
-    if unknown:
-        listed = ", ".join(f"model.mixer_options.{n}" for n in valid_options)
-        raise ConfigError(f"unknown key(s) {unknown} in model.mixer_options for mixer {model.mixer!r}; "
-                          f"valid keys: {listed}")
+    for i, options in [("mixer_options", model.mixer_options)] + [
+            (f"layer_options[{i}]", o) for i, o in enumerate(model.layer_options)]:
+        unknown = sorted(set(options) - set(valid_options))
+        if unknown:
+            listed = ", ".join(f"model.mixer_options.{n}" for n in valid_options)
+            raise ConfigError(f"unknown key(s) {unknown} in model.{i} for mixer {model.mixer!r}; "
+                              f"valid keys: {listed}")
     _one_of("model.pooling", model.pooling, POOLINGS)
     _one_of("model.norm", model.norm, ("layer", "rms"))
     _one_of("model.kind", model.kind, MODEL_KINDS)

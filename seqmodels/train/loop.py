@@ -135,15 +135,16 @@ def build_model(config: Config, task: Task) -> nnx.Module:
         return ImageModel(model.mixer, in_channels=io.input_dim, num_classes=io.output_dim,
                           image_size=images.shape[1:3], patch_size=model.patch_size, d_model=model.d_model,
                           n_layers=model.n_layers, mlp_ratio=model.mlp_ratio, dropout=model.dropout,
-                          norm=model.norm, mixer_options=dict(model.mixer_options), rngs=rngs)
+                          norm=model.norm, mixer_options=dict(model.mixer_options),
+                          layer_options=model.layer_options, rngs=rngs)
     if model.kind == "video":
         if not (mixer_cls.temporal and task.loss == "mse" and io.pooling == "none" and io.input_dim):
             raise ConfigError(f"model.kind='video' needs a video mixer and a next-frame task (per-frame "
                               f"regression targets); got mixer {model.mixer!r} and task {config.task.name!r}")
         return VideoModel(in_channels=io.input_dim, out_channels=io.output_dim, d_model=model.d_model,
                           n_layers=model.n_layers, n_down=model.n_down, mixer=model.mixer,
-                          mixer_options=dict(model.mixer_options), mlp_ratio=model.mlp_ratio, norm=model.norm,
-                          rngs=rngs)
+                          mixer_options=dict(model.mixer_options), layer_options=model.layer_options,
+                          mlp_ratio=model.mlp_ratio, norm=model.norm, rngs=rngs)
     pooling = io.pooling if model.pooling == "auto" else model.pooling
     if (io.pooling == "none") != (pooling == "none"):
         raise ConfigError(f"task {config.task.name!r} has {'per-step' if io.pooling == 'none' else 'pooled'} "
@@ -151,7 +152,7 @@ def build_model(config: Config, task: Task) -> nnx.Module:
     return SequenceModel(model.mixer, d_model=model.d_model, n_layers=model.n_layers, output_dim=io.output_dim,
                          vocab_size=io.vocab_size, input_dim=io.input_dim, pooling=pooling,
                          dropout=model.dropout, mixer_options=dict(model.mixer_options),
-                         mlp_ratio=model.mlp_ratio, norm=model.norm, rngs=rngs)
+                         layer_options=model.layer_options, mlp_ratio=model.mlp_ratio, norm=model.norm, rngs=rngs)
 
 
 def evaluation_view(model: nnx.Module) -> nnx.Module:

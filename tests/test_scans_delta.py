@@ -204,9 +204,21 @@ def test_split_sequence_carries_the_state():
 
 # --- stability ----------------------------------------------------------------------------
 
+# Relative error bounds at β ≈ 2 with nearly parallel keys (the case below), float32
+# against float64. Measured over seeds 1-5 and 12: sequential ≤ 4.3e-6; chunked with 64
+# micro-steps per chunk (the default) 3.7e-5 - 7.5e-5 for o and 5.9e-5 - 1.2e-4 for S
+# (9.4e-5 at seed 12), and 9.4e-5 - 2.1e-4 with 128. The cause is the WY form itself:
+# the rows of W alternate in sign, and Δ = U − W S and the state update sum 64 terms of
+# size ~2‖S‖ that cancel to a small result, so the error grows with the micro-steps per
+# chunk. Computing (I + A)⁻¹ in float64 alone does not help; forward substitution on the
+# right-hand sides looked 5-10× better, but only for XLA CPU's summation order (the
+# same substitution summed in another order was as bad), so it is not used.
+BETA_TWO_RTOL = {"sequential": 1e-5, "chunked": 2e-4}
+
+
 def test_beta_near_two_stays_finite_and_accurate():
     # Reflections (β = 2) and near-reflections over 1000 tokens, nearly parallel keys
-    # inside a chunk: float32 chunked agrees with a float64 reference loop.
+    # inside a chunk: float32 agrees with a float64 reference loop.
     B, L, H, n_h, Dk, Dv = 1, 1000, 2, 2, 8, 4
     rng = np.random.default_rng(12)
     base = rng.normal(size=(B, L // 64 + 1, H, 1, Dk)).repeat(64, axis=1)[:, :L]
@@ -221,7 +233,7 @@ def test_beta_near_two_stays_finite_and_accurate():
     for method in METHODS:
         o, S = jitted(method, 64)(*inputs32)
         assert bool(jnp.all(jnp.isfinite(o))) and bool(jnp.all(jnp.isfinite(S)))
-        assert_close((o, S), (o64, S64), rtol=1e-4, name=method)
+        assert_close((o, S), (o64, S64), rtol=BETA_TWO_RTOL[method], name=method)
     grads = jax.jit(jax.grad(lambda *xs: jnp.sum(delta_rule(*xs, method="chunked")[0]), argnums=(0, 1, 2, 3)))
     assert all(bool(jnp.all(jnp.isfinite(x))) for x in grads(*inputs32))
 
@@ -266,7 +278,9 @@ def test_low_precision_inputs_keep_a_float32_state():
         assert_close((o, S), expected, rtol=2e-2)
 
 
-def test_auto_picks_sequential_on_cpu_then_chunked_past_the_memory_limit(monkeypatch):
+def test_auto_on_cpu_runs_sequential_forward_and_chunked_gradient(monkeypatch):
+    # The hybrid never differentiates the sequential scan, so it keeps no per-step
+    # state history: even with the history limit at 0 bytes auto stays the hybrid.
     if jax.default_backend() != "cpu":
         pytest.skip("auto choice on CPU")
     calls = []
@@ -278,18 +292,27 @@ def test_auto_picks_sequential_on_cpu_then_chunked_past_the_memory_limit(monkeyp
             return _original(*args)
 
         monkeypatch.setattr(delta_module, name, spy)
-    inputs = make_inputs(17, B=1, L=10, H=1, n_h=2, Dk=4, Dv=4, gate=False)
-    delta_rule(*inputs)
     dispatch = importlib.import_module("seqmodels.scans._dispatch")
-    monkeypatch.setattr(dispatch, "STATE_HISTORY_LIMIT_BYTES", 1 * 10 * 1 * 2 * 4 * 4 * 4 - 1)
+    monkeypatch.setattr(dispatch, "STATE_HISTORY_LIMIT_BYTES", 0)
+    inputs = make_inputs(17, B=1, L=10, H=1, n_h=2, Dk=4, Dv=4, gate=True)
     delta_rule(*inputs)
-    assert calls == ["_sequential", "_chunked"]
+    assert calls == ["_sequential"]
+    calls.clear()
+    out, vjp = jax.vjp(delta_rule, *inputs)
+    assert calls == ["_chunked"]
+    expected_out, expected_vjp = jax.vjp(loops.delta_rule, *inputs)
+    assert_close(out, expected_out)
+    keys = jax.random.split(jax.random.PRNGKey(3), len(out))
+    cot = tuple(jax.random.normal(key, x.shape, x.dtype) for key, x in zip(keys, out))
+    assert_close(vjp(cot), expected_vjp(cot))
 
 
 def test_chunked_backward_keeps_only_chunk_states():
     # Compile only: the sequential backward stores every micro-step's state, the chunked
-    # one one state per chunk.
-    B, L, H, n_h, D = 1, 2048, 1, 2, 32
+    # one a state per group of chunks plus one group's workspace (about 5 MiB here, the
+    # same at every length), so the size must be well past one group: 4 groups of 1024
+    # micro-steps, where the chunked temporaries are 8.4 MiB against 64 MiB of history.
+    B, L, H, n_h, D = 1, 2048, 1, 2, 64
     shapes = [jax.ShapeDtypeStruct(s, jnp.float32)
               for s in ((B, L, H, D), (B, L, H, n_h, D), (B, L, H, n_h, D), (B, L, H, n_h))]
 

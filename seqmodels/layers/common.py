@@ -213,3 +213,57 @@ def depthwise_conv1d(x: jax.Array, weight: jax.Array, bias: jax.Array | None = N
     if bias is not None:
         y = y + expand_to(bias.astype(x.dtype), 3)
     return y
+
+
+class ShortConv(nnx.Module):
+    """Causal depthwise short convolution with a cache for step-by-step decoding.
+
+    ``y_t = Σ_k w[k] x_{t-K+1+k} (+ b)`` per channel (:func:`depthwise_conv1d` with
+    ``causal=True``): the short convolution that DeltaNet, DeltaProduct and Mamba put
+    on their projections (fla's ``ShortConvolution`` without its activation; the caller
+    applies one). The weight ``(K, features)`` is initialized as torch's ``Conv1d``
+    (``U(±1/√K)``, fan-in ``K`` per channel); the bias, if any, likewise.
+
+    ``__call__(x)`` runs over a whole sequence ``(batch, length, features)`` from zero
+    history. ``step(x_t, cache)`` takes one input ``(batch, features)`` and the cache
+    ``(batch, K - 1, features)`` of the last ``K - 1`` inputs (oldest first; zeros at
+    the start, :meth:`initial_cache`) and returns ``(y_t, new_cache)``, equal to the
+    sequence form token by token. The cache is float32 (an exact copy of bfloat16
+    inputs; float64 for float64 inputs); outputs are in the dtype of the input.
+    """
+
+    def __init__(self, features: int, kernel_size: int = 4, *, use_bias: bool = False, rngs: nnx.Rngs):
+        check_positive_int("features", features)
+        check_positive_int("kernel_size", kernel_size)
+        self.features, self.kernel_size = features, kernel_size
+        bound = 1.0 / kernel_size ** 0.5
+        self.weight = nnx.Param(jax.random.uniform(rngs.params(), (kernel_size, features), jnp.float32,
+                                                   -bound, bound))
+        self.bias = (nnx.Param(jax.random.uniform(rngs.params(), (features,), jnp.float32, -bound, bound))
+                     if use_bias else None)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        if jnp.ndim(x) != 3 or x.shape[-1] != self.features:
+            raise ValueError(f"x must have shape (batch, length, {self.features}); got {jnp.shape(x)}")
+        bias = None if self.bias is None else self.bias[...]
+        return depthwise_conv1d(x, self.weight[...], bias, causal=True)
+
+    def initial_cache(self, batch_size: int) -> jax.Array:
+        """Zeros ``(batch_size, K - 1, features)``: no earlier inputs."""
+        return jnp.zeros((batch_size, self.kernel_size - 1, self.features), jnp.float32)
+
+    def step(self, x_t: jax.Array, cache: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """One token: ``x_t (batch, features)``, ``cache (batch, K - 1, features)``."""
+        if jnp.ndim(x_t) != 2 or x_t.shape[-1] != self.features:
+            raise ValueError(f"x_t must have shape (batch, {self.features}); got {jnp.shape(x_t)}")
+        expected = (x_t.shape[0], self.kernel_size - 1, self.features)
+        if jnp.shape(cache) != expected:
+            raise ValueError(f"cache must have shape {expected} (batch, kernel_size - 1, features); "
+                             f"got {jnp.shape(cache)}")
+        acc = jnp.promote_types(x_t.dtype, jnp.float32)  # a float32 cache holds bfloat16 inputs exactly
+        window = jnp.concatenate([cache.astype(acc), x_t[:, None].astype(acc)], axis=1)
+        w, inputs = self.weight[...].astype(x_t.dtype), window.astype(x_t.dtype)
+        y = sum(inputs[:, k] * expand_to(w[k], 2) for k in range(self.kernel_size))  # the sequence form's order
+        if self.bias is not None:
+            y = y + expand_to(self.bias[...].astype(x_t.dtype), 2)
+        return y, window[:, 1:]

@@ -9,13 +9,18 @@ The choices come from measurements (``benchmarks/scans.py``,
   scan's *backward* is the exception: 3-25× slower than the chunked backward, and it
   stores every step's state (``B·L·H·Dk·Dv`` floats). Those ops resolve ``auto`` to
   ``"sequential_forward_chunked_backward"``: the sequential forward, differentiated
-  through the chunked form. Other ops fall back to ``"chunked"`` when the caller's
-  per-step state history would exceed ``STATE_HISTORY_LIMIT_BYTES``.
+  through the chunked form (:func:`sequential_forward_chunked_backward`). Such a hybrid
+  never differentiates the sequential scan, so it keeps no per-step history and needs
+  no memory rule. The other ops resolve to ``"sequential"``, whose backward does keep
+  the history; they fall back to ``"chunked"`` when the caller's per-step state history
+  would exceed ``STATE_HISTORY_LIMIT_BYTES``.
 * GPU/TPU: log-depth and matmul-shaped forms (associative for diagonal states,
   chunked for matrix states) keep the device busy.
 """
 
 from __future__ import annotations
+
+from typing import Callable
 
 import jax
 
@@ -47,8 +52,36 @@ def resolve_method(op: str, method: str, shape=None, *, state_history_bytes: int
         return method
     if on_accelerator():
         return _ACCELERATOR_CHOICE[op]
-    if op in _CPU_CHOICE:
+    if op in _CPU_CHOICE:  # no history: the hybrid's backward is the chunked one
         return _CPU_CHOICE[op]
     if state_history_bytes is not None and state_history_bytes > STATE_HISTORY_LIMIT_BYTES:
         return "chunked"
     return "sequential"
+
+
+def sequential_forward_chunked_backward(sequential: Callable, chunked: Callable) -> Callable:
+    """The ``"sequential_forward_chunked_backward"`` method of an op, as a ``jax.custom_vjp``.
+
+    ``sequential(*args)`` and ``chunked(*args)`` must compute the same function of the
+    same positional arguments (arrays or None; options bound by the caller). The
+    result evaluates ``sequential`` when not differentiated (the fastest forward on
+    CPU) and, under reverse-mode differentiation, runs ``chunked`` forward and takes
+    its vjp (for matrix states much faster than the sequential scan's backward, and it
+    keeps only chunk-boundary states). Both compute the same function, so the gradient
+    is exact; forward-mode differentiation (``jax.jvp``) needs an explicit method.
+    Build it at call time (``sequential_forward_chunked_backward(_sequential,
+    _chunked)(*args)``), so that the implementations are looked up when the op runs.
+    """
+
+    @jax.custom_vjp
+    def hybrid(*args):
+        return sequential(*args)
+
+    def forward(*args):
+        return jax.vjp(chunked, *args)  # outputs, and the chunked vjp as the residual
+
+    def backward(chunked_vjp, cotangents):
+        return chunked_vjp(cotangents)
+
+    hybrid.defvjp(forward, backward)
+    return hybrid

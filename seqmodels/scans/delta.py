@@ -23,11 +23,14 @@ No query scaling and no key normalization happen here; the caller does both.
 Chunked form (the WY representation; Yang et al. 2024, §3). The ``n_h`` steps of a
 token are ``n_h`` consecutive micro-steps, so a chunk of ``C`` tokens holds
 ``M = C·n_h`` micro-steps ``m`` with keys ``k_m``, values ``v_m`` and steps ``β_m``; the
-gate of a token acts before its first micro-step. Let ``S`` be the state entering the
-chunk and ``γ_m`` the cumulative log gate of micro-step ``m``'s token, counted from the
-chunk start (all micro-steps of one token share it). Writing the update of step ``m`` as
-``S_m = e^{g_m} S_{m−1} + k_m δ_mᵀ`` with ``δ_m = β_m (v_m − e^{g_m} S_{m−1}ᵀ k_m)`` and
-unrolling gives, for ``i < m`` inside the chunk,
+gate of a token acts before its first micro-step. ``chunk_size`` counts micro-steps,
+as in fla's interleaved reference: ``C = chunk_size // n_h`` tokens, so the triangular
+systems (and the rounding error, below) do not grow with ``n_h``. Let ``S`` be the
+state entering the chunk and ``γ_m`` the cumulative log gate of micro-step ``m``'s
+token, counted from the chunk start (all micro-steps of one token share it). Writing
+the update of step ``m`` as ``S_m = e^{g_m} S_{m−1} + k_m δ_mᵀ`` with
+``δ_m = β_m (v_m − e^{g_m} S_{m−1}ᵀ k_m)`` and unrolling gives, for ``i < m`` inside
+the chunk,
 
     δ_m + β_m Σ_{i<m} e^{γ_m − γ_i} (k_m·k_i) δ_i = β_m v_m − β_m e^{γ_m} Sᵀ k_m
 
@@ -40,35 +43,45 @@ then across chunks only::
     o_t    = e^{γ_t} Sᵀ q_t + Σ_{m ∈ tokens ≤ t} e^{γ_t − γ_m} (q_t·k_m) δ_m
     S_next = e^{γ_C} S + Σ_m e^{γ_C − γ_m} k_m δ_mᵀ
 
-The solve, the scores and the decay factors are computed for all chunks at once; a
-``lax.scan`` over chunks carries ``S`` (its body rematerialized by ``jax.checkpoint``,
-so the backward pass keeps one state per chunk, ``B·H·Dk·Dv·L/C`` values, where the
-sequential scan keeps ``n_h`` per token). Equivalently, this is the gated delta rule
-on the interleaved length-``L·n_h`` sequence with the gate on each token's first
-micro-step and the query on its last (fla's ``chunk_gated_delta_product_ref``), without
-computing the outputs of the other micro-steps.
+The solve, the scores and the decay factors are computed for a group of chunks
+(about ``GROUP_STEPS`` micro-steps) at once; a ``lax.scan`` over groups carries ``S``,
+its body rematerialized by ``jax.checkpoint``, so the backward pass keeps one state per
+group plus one group's workspace, where a differentiated sequential scan keeps
+``n_h`` states per token (at B = 8, L = 16384, H = 4, Dk = Dv = 64 in float32, gated,
+forward+backward peaks at 1.5 GiB for ``n_h = 1`` and 2.2 GiB for ``n_h = 2``, against
+26 and 35 GiB for the sequential scan: XLA's estimates). Equivalently, this is the gated delta rule on the interleaved
+length-``L·n_h`` sequence with the gate on each token's first micro-step and the query
+on its last (fla's ``chunk_gated_delta_product_ref``), without computing the outputs
+of the other micro-steps.
 
 Numerics. With unit keys and ``β ∈ [0, 2]`` every Householder factor has spectral
 norm ≤ 1, and the entries of ``(I + A)⁻¹`` are ``−β_m k_mᵀ (Π_{i<r<m} (I − β_r k_r k_rᵀ)) k_i``
 scaled by decays ≤ 1, so they are bounded by 2: the substitution is well conditioned
-even at ``β = 2`` (keys that are not normalized break this; fla issue #537). Decays
-are built from within-chunk segment sums masked before ``exp``, never from
-``exp(cumsum)`` over a sequence. Everything is computed in float32 or wider.
+even at ``β = 2`` (keys that are not normalized break this; fla issue #537). Bounded
+entries still cancel: with ``β ≈ 2`` and nearly parallel keys the rows of ``W``
+alternate in sign, and ``Δ = U − W S`` and the state update sum ``M`` terms of size
+``~2‖S‖`` to a small result, so the float32 error grows with the micro-steps per
+chunk (measured relative error up to 1.2e-4 at 64 micro-steps, 2e-4 at 128, against
+4e-6 for the sequential scan: ``tests/test_scans_delta.py``); a smaller
+``chunk_size`` lowers it. Decays are built from within-chunk segment sums masked
+before ``exp``, never from ``exp(cumsum)`` over a sequence. Everything is computed in
+float32 or wider.
 
 Measured on a 2-core CPU (``benchmarks/delta.py``) the sequential scan is the faster
-forward, the chunked form bounds the memory of the backward pass and is the fast form
-on accelerators; ``method="auto"`` picks sequential on CPU unless the per-step state
-history would exceed ``_dispatch.STATE_HISTORY_LIMIT_BYTES``.
+forward and the chunked form the faster (and memory-bounded) backward; the chunked
+form is also the fast form on accelerators. So on CPU ``method="auto"`` runs the
+sequential forward and, under differentiation, the chunked forward and backward
+(``_dispatch.sequential_forward_chunked_backward``, a ``jax.custom_vjp``; ``jax.jvp``
+needs an explicit method); on accelerators it is ``"chunked"`` throughout.
 """
 
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from . import _checks
-from ._dispatch import resolve_method
+from ._dispatch import resolve_method, sequential_forward_chunked_backward
 
 METHODS = ("auto", "sequential", "chunked")
 DEFAULT_CHUNK_SIZE = 64
@@ -86,9 +99,12 @@ def delta_rule(q, k, v, beta, log_gate=None, s0=None, *, method="auto", chunk_si
       log_gate: ``g`` ``(B, L, H)``: the state is multiplied by ``exp(g_t)`` once per token,
         before its steps; None for no gate.
       s0: initial state ``(B, H, Dk, Dv)``; zeros if None.
-      method: ``"auto" | "sequential" | "chunked"``.
-      chunk_size: tokens per chunk for ``"chunked"`` (default 64; the triangular system
-        of a chunk has ``chunk_size · n_h`` unknowns); need not divide L.
+      method: ``"auto" | "sequential" | "chunked"``; ``"auto"`` on CPU runs the
+        sequential forward and differentiates through the chunked form, on
+        accelerators it is ``"chunked"``.
+      chunk_size: micro-steps per chunk for ``"chunked"`` (default 64): a chunk holds
+        ``max(1, chunk_size // n_h)`` tokens, so its triangular system has about
+        ``chunk_size`` unknowns whatever ``n_h``; need not divide L.
 
     Returns:
       ``(o, S_final)``: outputs ``o_t = S_tᵀ q_t`` ``(B, L, H, Dv)`` in the promoted dtype
@@ -130,12 +146,15 @@ def delta_rule(q, k, v, beta, log_gate=None, s0=None, *, method="auto", chunk_si
     g = None if log_gate is None else jnp.asarray(log_gate, acc)
     S0 = jnp.zeros((B, H, Dk, Dv), acc) if s0 is None else jnp.asarray(s0, acc)
 
-    history = B * L * H * k.shape[3] * Dk * Dv * np.dtype(acc).itemsize
-    method = resolve_method("delta_rule", method, state_history_bytes=history)
+    method = resolve_method("delta_rule", method)
+    C = chunk_size or DEFAULT_CHUNK_SIZE
     if method == "sequential":
         o, S = _sequential(q, k, v, beta, g, S0)
-    else:
-        o, S = _chunked(q, k, v, beta, g, S0, chunk_size or DEFAULT_CHUNK_SIZE)
+    elif method == "chunked":
+        o, S = _chunked(q, k, v, beta, g, S0, C)
+    else:  # CPU's auto: the sequential forward, differentiated through the chunked form
+        hybrid = sequential_forward_chunked_backward(_sequential, lambda *args: _chunked(*args, C))
+        o, S = hybrid(q, k, v, beta, g, S0)
     return o.astype(out_dtype), S
 
 
@@ -160,19 +179,20 @@ def _sequential(q, k, v, beta, g, S0):
     return time_major(o), S
 
 
-GROUP_TOKENS = 1024  # tokens per rematerialized group of chunks (bounds backward memory)
+GROUP_STEPS = 1024  # micro-steps per rematerialized group of chunks (bounds backward memory)
 
 
 def _chunked(q, k, v, beta, g, S0, chunk_size):
-    """WY form. Chunks of ``C`` tokens are gathered in groups of about ``GROUP_TOKENS``;
-    a ``lax.scan`` over groups carries the state, and its body (rematerialized by
-    ``jax.checkpoint``) solves the triangular systems of all its chunks at once, then
-    scans the state across them. The backward pass keeps the inputs and one state per
-    group, and recomputes one group at a time."""
+    """WY form. A chunk holds ``C = chunk_size // n_h`` tokens (at least 1, at most L),
+    i.e. about ``chunk_size`` micro-steps; chunks are gathered in groups of about
+    ``GROUP_STEPS`` micro-steps. A ``lax.scan`` over groups carries the state, and its
+    body (rematerialized by ``jax.checkpoint``) solves the triangular systems of all its
+    chunks at once, then scans the state across them. The backward pass keeps the
+    inputs and one state per group, and recomputes one group at a time."""
     B, L, H, n_h, Dk = k.shape
-    C = min(chunk_size, max(L, 1))
+    C = max(1, min(chunk_size // n_h, L))
     n = -(-L // C)
-    groups = -(-n // max(1, GROUP_TOKENS // C))
+    groups = -(-n // max(1, GROUP_STEPS // (C * n_h)))
     G = -(-n // groups) if groups else 1  # chunks per group, balanced to limit padding
     pad = groups * G * C - L
 

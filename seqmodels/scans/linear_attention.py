@@ -57,7 +57,6 @@ accelerators it is the chunked form throughout.
 
 from __future__ import annotations
 
-import functools
 import math
 
 import jax
@@ -65,7 +64,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import _checks
-from ._dispatch import resolve_method
+from ._dispatch import resolve_method, sequential_forward_chunked_backward
 
 METHODS = ("auto", "sequential", "chunked")
 DEFAULT_CHUNK_SIZE = 64
@@ -125,30 +124,10 @@ def linear_attention(q, k, v, log_decay=None, s0=None, *, method="auto", chunk_s
         o, S = _sequential(q, k, v, g, S0)
     elif method == "chunked":
         o, S = _chunked(q, k, v, g, S0, C)
-    else:
-        o, S = _sequential_forward_chunked_backward(q, k, v, g, S0, C)
+    else:  # CPU's auto: the sequential forward, differentiated through the chunked form
+        hybrid = sequential_forward_chunked_backward(_sequential, lambda *args: _chunked(*args, C))
+        o, S = hybrid(q, k, v, g, S0)
     return o.astype(out_dtype), S
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(5,))
-def _sequential_forward_chunked_backward(q, k, v, g, S0, chunk_size):
-    """CPU's ``auto``: the sequential forward (fastest undifferentiated), but
-    differentiated through the chunked form (its backward is 3-25× faster than the
-    sequential scan's and keeps only chunk-boundary states). Both compute the same
-    function, so the gradient is exact; forward-mode differentiation (``jax.jvp``) needs
-    an explicit ``method``."""
-    return _sequential(q, k, v, g, S0)
-
-
-def _hybrid_forward(q, k, v, g, S0, chunk_size):
-    return jax.vjp(lambda *args: _chunked(*args, chunk_size), q, k, v, g, S0)
-
-
-def _hybrid_backward(chunk_size, chunked_vjp, cotangents):
-    return chunked_vjp(cotangents)
-
-
-_sequential_forward_chunked_backward.defvjp(_hybrid_forward, _hybrid_backward)
 
 
 def _sequential(q, k, v, g, S0):

@@ -222,7 +222,7 @@ def test_layer_options_alternate_mixer_variants():
     config = apply_overrides(
         Config(model=ModelConfig(mixer="plstm2d", d_model=8, n_layers=3, mixer_options={"num_heads": 2},
                                  mlp_ratio=1, kind="image"),
-               task=TaskConfig("arrows", {"size": 12, "test_size": 12})),
+               task=TaskConfig("arrows", {"size": 16, "test_size": 16})),
         {"model.layer_options": '[{"mode": "P"}, {"mode": "D"}]'})
     assert config.model.layer_options == ({"mode": "P"}, {"mode": "D"})
     modes = [block.mixer.mode for block in Experiment(config)._model.blocks]

@@ -23,6 +23,7 @@ from .base import Task, TaskIO, positive, register_task
 ARROW_LENGTH = 6.0   # pixels, shaft included
 HEAD_LENGTH = 2.0    # pixels at the tip drawn in the head channel
 TARGET_RADIUS = 1.5
+MIN_SIZE = 14        # below this, valid arrow/target layouts are too rare to draw in reasonable time
 
 
 def ray_hits_disk(tip, direction, center, radius: float) -> bool:
@@ -58,8 +59,9 @@ class ArrowPointing(Task):
 
     def __post_init__(self):
         positive(self.name, size=self.size, test_size=self.test_size)
-        if min(self.size, self.test_size) < 12:
-            raise ValueError(f"arrows: size and test_size must be at least 12 pixels; got {self.size}, {self.test_size}")
+        if min(self.size, self.test_size) < MIN_SIZE:
+            raise ValueError(f"arrows: size and test_size must be at least {MIN_SIZE} pixels (room for an "
+                             f"arrow and a target far enough apart); got {self.size}, {self.test_size}")
 
     def io(self) -> TaskIO:
         return TaskIO(input_dim=3, output_dim=2, pooling="mean")

@@ -48,11 +48,20 @@ class Mixer(nnx.Module):
         (1) and images (2, ``(batch, H, W, d)``).
       temporal: an extra time axis before the spatial ones (video mixers such as
         ConvS5: ``(batch, T, H, W, d)``); ``step`` then runs over that time axis.
+      supports_sequence_parallel: the mixer can run with axis 1 (the sequence; H for
+        images, T for video) sharded across devices (``scans.sequence_parallel``, the
+        training loop's ``mesh.seq``): its recurrence along that axis goes through the
+        core scans, which shard it, and its other operations along it (short or FFT
+        convolutions, flips, cumulative sums, reductions) are left to GSPMD, which
+        exchanges halos or gathers. ``False`` for mixers whose mixing along axis 1 is
+        neither (content-based routing): the training loop refuses ``mesh.seq > 1``
+        for them before compiling anything.
     """
 
     causal: ClassVar[bool] = True
     spatial_ndim: ClassVar[int] = 1
     temporal: ClassVar[bool] = False
+    supports_sequence_parallel: ClassVar[bool] = True
     d_model: int
 
     @classmethod

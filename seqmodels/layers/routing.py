@@ -174,6 +174,8 @@ class Routing(Mixer):
     """
 
     causal = True
+    # routing sorts and clusters the whole sequence: no sequence-parallel form
+    supports_sequence_parallel = False
 
     def __init__(self, d_model: int, *, num_heads: int = 4, head_dim: int | None = None,
                  local_heads: int | None = None, window: int = 64, num_clusters: int | None = None,

@@ -2,14 +2,28 @@
 
 Every function takes time on axis 1, an optional initial state, a ``method`` and
 returns ``(outputs, final_state)``. ``seqmodels.scans.reference`` holds a plain loop
-for each, used by the tests.
+for each, used by the tests. The five recurrences below can run with their time axis
+sharded across devices (``seqmodels.scans.parallel``): inside
+``with scans.sequence_parallel(mesh, axis="seq"):``, or when their main input is
+sharded along time over an explicit mesh axis.
 """
 
-from .linear import linear_scan as linear_scan
-from .matrix import matrix_scan as matrix_scan
-from .softmax import softmax_scan as softmax_scan
 from .conv import fft_conv as fft_conv
-from .linear_attention import linear_attention as linear_attention
-from .delta import delta_rule as delta_rule
+from .delta import delta_rule as _delta_rule
 from .grid import grid_scan as grid_scan
+from .linear import linear_scan as _linear_scan
+from .linear_attention import linear_attention as _linear_attention
+from .matrix import matrix_scan as _matrix_scan
+from .parallel import sequence_parallel as sequence_parallel
+from .parallel import sequence_parallel_active as sequence_parallel_active
+from .parallel import shardable as _shardable
 from .reference import SoftmaxState as SoftmaxState
+from .softmax import softmax_scan as _softmax_scan
+
+# One wrapper per recurrence, applied here where they are exported, so that every
+# layer calling ``scans.<name>`` is sequence-parallel without a change of its own.
+linear_scan = _shardable(_linear_scan)
+matrix_scan = _shardable(_matrix_scan)
+softmax_scan = _shardable(_softmax_scan)
+linear_attention = _shardable(_linear_attention)
+delta_rule = _shardable(_delta_rule)

@@ -146,8 +146,17 @@ class TrainConfig:
 class MeshConfig:
     """Device mesh ``(data, seq)``. ``data=-1`` uses every device not taken by ``seq``.
 
-    The batch is sharded on ``data`` and parameters are replicated. Devices along
-    ``seq`` currently hold replicas; sequence-parallel scans will shard time over it.
+    The batch is sharded on ``data`` and parameters are replicated. ``seq > 1`` splits
+    every sequence across the ``seq`` devices (sequence parallelism): inputs and
+    per-step targets are sharded along time, and every core scan of the mixers runs
+    sharded (``seqmodels.scans.sequence_parallel``: local scans, an exchange of
+    per-shard summaries, a rerun from the true entering state), so activation memory
+    per device falls as ``1/seq``. The sharded axis is the mixer's axis 1: the sequence,
+    the image rows ``H`` of 2-D mixers, the frames ``T`` of video mixers. Operations
+    along time outside the scans (short or FFT convolutions, flips) are left to GSPMD,
+    which exchanges halos or gathers. Mixers that cannot (``supports_sequence_parallel
+    = False``: routing) are rejected when the experiment is built. Across several
+    processes (multi-host) the mesh spans every process's devices.
     """
 
     data: int = -1

@@ -31,9 +31,21 @@ uninterrupted one would, and its parameters end bit-identical. Evaluation data
 uses the fixed seed ``EVAL_SEED`` so runs with different seeds share a test set.
 
 Parallelism. A ``(data, seq)`` device mesh over all devices (``config.mesh``): the
-batch is sharded along ``data``, the state is replicated. ``jax.distributed`` is
-initialized only when a multi-host environment is detected; only process 0 prints
-and writes logs (every process takes part in checkpoints).
+batch is sharded along ``data``, the state is replicated. With ``mesh.seq > 1`` the
+sequences are split along ``seq`` too (sequence parallelism): batch arrays with the
+inputs' time axis are sharded ``("data", "seq")``, and the train and eval steps are
+traced inside ``scans.sequence_parallel(mesh, "seq")``, so every core scan of every
+layer runs sharded along time (``seqmodels.scans.parallel``); other operations along
+time (embeddings and MLPs are per step; short and FFT convolutions, flips) are left
+to GSPMD, which exchanges halos or gathers. A mixer that declares
+``supports_sequence_parallel = False`` (routing) is refused before anything compiles.
+
+Multi-host. ``jax.distributed`` is initialized only when a multi-host environment is
+detected (``maybe_initialize_distributed``: a coordinator address in the environment
+or a cluster launcher); on CPU the processes exchange collectives over gloo. Every
+process computes the same host batches (a pure function of the step) and places the
+parts its devices hold; only process 0 prints and writes logs, and every process takes
+part in checkpoints (orbax's multi-process mode).
 
 Failure. A non-finite loss or gradient norm stops the run with
 ``NonFiniteLossError`` naming the step; state is checked before every checkpoint,
@@ -57,7 +69,7 @@ import optax
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
-from .. import layers
+from .. import layers, scans
 from ..models import ImageModel, SequenceModel, VideoModel
 from ..tasks import Task, build_task
 from .checkpoint import Checkpointer
@@ -96,9 +108,29 @@ def multi_host_environment() -> bool:
 
 
 def maybe_initialize_distributed() -> None:
-    """``jax.distributed.initialize()`` once, and only in a multi-host environment."""
-    if multi_host_environment() and not jax.distributed.is_initialized():
-        jax.distributed.initialize()
+    """``jax.distributed.initialize`` once, and only in a multi-host environment.
+
+    Call it before any JAX computation. It reads the environment:
+
+    * ``JAX_COORDINATOR_ADDRESS``: ``host:port`` of the coordinator service, which
+      process 0 starts (e.g. ``localhost:12355`` for processes on one machine);
+    * ``JAX_NUM_PROCESSES`` and ``JAX_PROCESS_ID``: the number of processes and this
+      one's rank (``0 … n-1``); without them jax asks a cluster launcher (SLURM,
+      Open MPI, Kubernetes, Cloud TPU);
+    * ``JAX_LOCAL_DEVICE_IDS`` (optional, read by jax): the devices this process uses.
+
+    On CPU, devices of different processes exchange collectives over gloo
+    (``jax_cpu_collectives_implementation``; ``JAX_CPU_COLLECTIVES_IMPLEMENTATION=mpi``
+    chooses MPI instead).
+    """
+    if not multi_host_environment() or jax.distributed.is_initialized():
+        return
+    env = os.environ
+    if "JAX_CPU_COLLECTIVES_IMPLEMENTATION" not in env:
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    ranks = {key: int(env[name]) for key, name in (("num_processes", "JAX_NUM_PROCESSES"),
+                                                    ("process_id", "JAX_PROCESS_ID")) if name in env}
+    jax.distributed.initialize(**ranks)
 
 
 def make_mesh(data: int = -1, seq: int = 1) -> jax.sharding.Mesh:
@@ -268,6 +300,24 @@ def _eval_step(params, rest, batch, *, graphdef, loss_kind, dtype):
     return jnp.stack([loss_sum, metric_sum, weight])
 
 
+def _place(sharding: NamedSharding, x) -> jax.Array:
+    """``x`` (the same on every process) as a global array of ``sharding``: each process
+    fills the parts its devices hold (``jax.device_put`` only reaches local devices)."""
+    if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+        return jax.random.wrap_key_data(_place(sharding, jax.random.key_data(x)), impl=jax.random.key_impl(x))
+    host = np.asarray(x)
+    return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+
+
+def _in_sequence_parallel(mesh: jax.sharding.Mesh, step):
+    """``step`` traced inside ``scans.sequence_parallel(mesh, "seq")`` (the context is read
+    at trace time, so it must be entered inside the jitted function)."""
+    def traced(*args, **kwargs):
+        with scans.sequence_parallel(mesh, axis="seq"):
+            return step(*args, **kwargs)
+    return traced
+
+
 # ---------------------------------------------------------------------------------
 # an experiment: everything built from a config, before any step
 
@@ -282,7 +332,12 @@ class Experiment:
         if self.task.requires_causal and not self.mixer_cls.causal:
             raise ConfigError(f"task {config.task.name!r} predicts future inputs and needs a causal mixer; "
                               f"{config.model.mixer!r} is not causal")
+        if config.mesh.seq > 1 and not self.mixer_cls.supports_sequence_parallel:
+            raise ConfigError(f"mixer {config.model.mixer!r} cannot split its sequences across devices "
+                              f"(mesh.seq={config.mesh.seq}): its mixing along the sequence does not run "
+                              f"through the core scans; use mesh.seq=1")
         self.mesh = make_mesh(config.mesh.data, config.mesh.seq)
+        self.sequence_parallel = self.mesh.shape["seq"] > 1
         data_size = self.mesh.shape["data"]
         if config.train.batch_size % data_size:
             raise ConfigError(f"train.batch_size={config.train.batch_size} must be divisible by the "
@@ -298,12 +353,13 @@ class Experiment:
         self.schedule = learning_rate_schedule(config.optimizer.learning_rate, config.optimizer, config.train.steps)
         self._model = model
         state_sharding = jax.tree.map(lambda _: self.replicated, self._state_of(model))
+        traced = partial(_in_sequence_parallel, self.mesh) if self.sequence_parallel else (lambda step: step)
         self.train_step = jax.jit(
-            partial(_train_step, graphdef=self.graphdef, tx=self.tx, loss_kind=self.task.loss, dtype=self.dtype,
-                    accumulation=config.optimizer.accumulation_steps),
+            traced(partial(_train_step, graphdef=self.graphdef, tx=self.tx, loss_kind=self.task.loss,
+                           dtype=self.dtype, accumulation=config.optimizer.accumulation_steps)),
             donate_argnums=0, out_shardings=(state_sharding, self.replicated))
-        self.eval_step = jax.jit(partial(_eval_step, graphdef=self.eval_graphdef, loss_kind=self.task.loss,
-                                         dtype=self.dtype), out_shardings=self.replicated)
+        self.eval_step = jax.jit(traced(partial(_eval_step, graphdef=self.eval_graphdef, loss_kind=self.task.loss,
+                                                dtype=self.dtype)), out_shardings=self.replicated)
 
     def _state_of(self, model: nnx.Module) -> dict[str, Any]:
         _, params, rest = nnx.split(model, nnx.Param, ...)
@@ -312,8 +368,9 @@ class Experiment:
                 "data_position": jnp.zeros((), jnp.int32)}
 
     def init_state(self) -> dict[str, Any]:
-        """The state before the first step, replicated over the mesh."""
-        return jax.device_put(self._state_of(self._model), self.replicated)
+        """The state before the first step, replicated over the mesh (every process
+        builds the same host values and places them on its own devices)."""
+        return jax.tree.map(partial(_place, self.replicated), self._state_of(self._model))
 
     def abstract_state(self) -> dict[str, Any]:
         """Shapes, dtypes and shardings of the state (the target of a checkpoint restore)."""
@@ -327,16 +384,23 @@ class Experiment:
             return batch
         return fit_layout(batch, self.mixer_cls, tokens=self.task.io().vocab_size is not None)
 
+    def batch_sharding_of(self, x: np.ndarray, length: int) -> NamedSharding:
+        """``("data", "seq")`` for an array with the inputs' time axis (of ``length``
+        steps, divisible by ``mesh.seq``) under sequence parallelism, else ``("data",)``."""
+        seq = self.mesh.shape["seq"]
+        if self.sequence_parallel and x.ndim >= 2 and x.shape[1] == length and length % seq == 0:
+            return NamedSharding(self.mesh, PartitionSpec("data", "seq"))
+        return self.batch_sharding
+
     def device_batch(self, split: str, index: int) -> dict[str, jax.Array]:
-        """Batch ``index`` of ``split`` sharded over the mesh's ``data`` axis; each process
-        contributes its own rows of the global batch."""
-        count, rank = jax.process_count(), jax.process_index()
+        """Batch ``index`` of ``split`` sharded over the mesh (``batch_sharding_of``).
+        Every process computes the whole host batch and places the parts its devices hold."""
+        batch = self.host_batch(split, index)
+        length = batch["inputs"].shape[1]
 
         def put(x):
-            rows = x.shape[0] // count
-            return jax.make_array_from_process_local_data(self.batch_sharding, x[rank * rows:(rank + 1) * rows],
-                                                          x.shape)
-        return jax.tree.map(put, self.host_batch(split, index))
+            return jax.make_array_from_callback(x.shape, self.batch_sharding_of(x, length), lambda i: x[i])
+        return jax.tree.map(put, batch)
 
     def num_eval_batches(self, split: str) -> int:
         size = self.task.eval_size(split)

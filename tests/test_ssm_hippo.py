@@ -161,3 +161,19 @@ def test_s4d_inits():
     np.testing.assert_array_equal(B, d.B)
     with pytest.raises(ValueError, match="unknown S4D init"):
         ssm.s4d_init("foo", N)
+
+
+def test_s4d_random_init():
+    """``"random"``: real part -1/2, imaginary parts -exp(z), z ~ N(0, 1), reproducible by seed."""
+    N = 64
+    lam, B = ssm.s4d_init("random", N, seed=3)
+    assert lam.shape == B.shape == (N // 2,) and lam.dtype == np.complex128
+    np.testing.assert_array_equal(lam.real, -0.5)
+    np.testing.assert_array_equal(B, np.ones(N // 2))
+    z = np.log(-lam.imag)                                       # the normal draws behind it
+    np.testing.assert_allclose(z, np.random.default_rng(3).standard_normal(N // 2), rtol=1e-12)
+    np.testing.assert_array_equal(ssm.s4d_init("random", N, seed=3)[0], lam)
+    assert not np.array_equal(ssm.s4d_init("random", N, seed=4)[0], lam)
+    np.testing.assert_array_equal(ssm.s4d_init("random", N)[0], ssm.s4d_init("random", N, seed=0)[0])
+    # no HiPPO structure: not S4D-Lin's ordered ladder -πn
+    assert not np.allclose(np.sort(-lam.imag), np.pi * np.arange(N // 2), atol=1.0)

@@ -9,7 +9,8 @@ Papers:
   ``A = V Λ V^* - P Qᵀ``, hence unitarily equivalent to diagonal plus low rank (DPLR).
   FouT (Fourier, translated) follows "How to Train Your HiPPO" (Gu et al., ICLR 2023).
 * S4D: "On the Parameterization and Initialization of Diagonal State Space Models"
-  (Gu, Gupta, Goel, Ré, NeurIPS 2022) -- the diagonal inits S4D-LegS/Lin/Inv/Real (§4).
+  (Gu, Gupta, Goel, Ré, NeurIPS 2022) -- the diagonal inits S4D-LegS/Lin/Inv/Real (§4),
+  and a random-imaginary-part baseline for the ablations of §5.
 * S5: "Simplified State Space Layers for Sequence Modeling" (Smith, Warrington,
   Linderman, ICLR 2023) -- HiPPO-N: the normal part of LegS, all N eigenvalues, optionally
   repeated over J blocks (§4.2, App. B).
@@ -270,21 +271,27 @@ def nplr_legs(N: int, **kwargs) -> NPLR:
 # Diagonal initializations (S4D, S5)
 # ----------------------------------------------------------------------------------------
 
-S4D_INITS = ("legs", "lin", "inv", "real")
+S4D_INITS = ("legs", "lin", "inv", "real", "random")
 
 
-def s4d_init(kind: str, N: int) -> tuple[np.ndarray, np.ndarray]:
+def s4d_init(kind: str, N: int, *, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """S4D diagonal init: ``(Lambda, B)``, each (N // 2,) complex128 (conjugate-halved).
 
     * ``"lin"``: ``Λ_n = -½ - iπn`` (S4D-Lin);
     * ``"inv"``: ``Λ_n = -½ - i(N/π)(N/(2n+1) - 1)`` (S4D-Inv);
     * ``"legs"``: the diagonal part of NPLR-LegS (S4D-LegS), with its ``B = V^* B``
       (clipped, as in s4);
-    * ``"real"``: ``Λ_n = -(n+1)`` (S4D-Real).
+    * ``"real"``: ``Λ_n = -(n+1)`` (S4D-Real);
+    * ``"random"``: ``Λ_n = -½ - i·exp(z_n)``, ``z_n ~ N(0, 1)`` i.i.d. -- no HiPPO
+      structure: the real part of S4D-Lin with log-normal imaginary parts (mostly in
+      ``[0.1, 7]``, no ordering), the ``init="rand"`` of state-spaces/s4's ``dplr``, the
+      random baseline of S4D's initialization ablations (§5). Drawn from
+      ``numpy.random.default_rng(seed)``, so a layer built with it is reproducible.
 
     Imaginary parts are **negative** (s4's ``dplr`` convention; the minimal S4D file uses
     ``+iπn``, which is the same model with ``C`` conjugated). ``B`` is ones except for
-    ``legs``. Real output is ``2·Re`` of the half system.
+    ``legs``. Real output is ``2·Re`` of the half system. ``seed`` is used by
+    ``"random"`` only.
     """
     N = _check_size(N, even=True)
     n = np.arange(N // 2, dtype=np.float64)
@@ -298,6 +305,9 @@ def s4d_init(kind: str, N: int) -> tuple[np.ndarray, np.ndarray]:
     if kind == "legs":
         d = nplr("legs", N)
         return d.Lambda, d.B
+    if kind == "random":
+        z = np.random.default_rng(seed).standard_normal(N // 2)
+        return -0.5 - 1j * np.exp(z), ones
     raise ValueError(f"unknown S4D init {kind!r}; valid: {S4D_INITS}")
 
 

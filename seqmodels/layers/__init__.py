@@ -20,4 +20,6 @@ from . import lssl as _lssl  # noqa: F401
 from . import hydra as _hydra  # noqa: F401
 from . import lightnet as _lightnet  # noqa: F401
 from . import plstm as _plstm  # noqa: F401
+from . import attention as _attention  # noqa: F401
+from . import convlstm as _convlstm  # noqa: F401
 from . import deltaproduct as _deltaproduct  # noqa: F401  (registers "deltaproduct" and "deltanet")

@@ -147,3 +147,85 @@ def test_mixer_checks_shapes():
         hydra.quasiseparable_mix(x, jnp.zeros((1, 5, 2)), B, B, B, B, **kwargs)
     with pytest.raises(ValueError, match="C_bwd must be"):
         hydra.quasiseparable_mix(x, jnp.zeros((1, 5, 4)), B, B, B, B[:, :4], **kwargs)
+
+
+def _ssd_loop(x, delta, A, B, C):
+    """Mamba-2's SSD, one step at a time (numpy): ``h_t = exp(δ_t A) h_{t-1} + δ_t x_t B_tᵀ``,
+    ``o_t = h_t C_t``; x ``(b, L, H, P)``, delta ``(b, L, H)``, B, C ``(b, L, N)``."""
+    b, L, H, P = x.shape
+    h, out = np.zeros((b, H, P, B.shape[-1])), np.zeros(x.shape)
+    for t in range(L):
+        h = np.exp(delta[:, t] * A)[..., None, None] * h + np.einsum(
+            "bh,bhp,bn->bhpn", delta[:, t], x[:, t], B[:, t])
+        out[:, t] = np.einsum("bhpn,bn->bhp", h, C[:, t])
+    return out
+
+
+def _random_mix_inputs(rng, b, L, H, P, N, directions):
+    x = rng.normal(size=(b, L, H * P))
+    dt = rng.normal(size=(b, L, directions * H))
+    BC = [rng.normal(size=(b, L, N)) for _ in range(2 * directions)]
+    dt_bias, A_log, D = rng.normal(size=H), 0.5 * rng.normal(size=H), rng.normal(size=H)
+    return x, dt, BC, dt_bias, A_log, D, rng.normal(size=(H * P, H))
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_add_is_the_sum_of_two_separate_ssd_scans(x64, method):
+    """combine="add": SS(X) + flip(SS(flip(X))) + D X, each scan computed on its own."""
+    rng = np.random.default_rng(1)
+    b, L, H, P, N = 2, 13, 2, 3, 4
+    x, dt, (B_f, C_f, B_b, C_b), dt_bias, A_log, D, _ = _random_mix_inputs(rng, b, L, H, P, N, 2)
+    softplus = lambda a: np.log1p(np.exp(a))
+    A, xh = -np.exp(A_log), x.reshape(b, L, H, P)
+    forward = _ssd_loop(xh, softplus(dt[..., :H] + dt_bias), A, B_f, C_f)
+    flip = lambda a: a[:, ::-1]
+    backward = flip(_ssd_loop(flip(xh), flip(softplus(dt[..., H:] + dt_bias)), A, flip(B_b), flip(C_b)))
+    expected = (forward + backward + xh * D[:, None]).reshape(b, L, H * P)
+    y = hydra.quasiseparable_mix(*(jnp.asarray(a) for a in (x, dt, B_f, C_f, B_b, C_b)),
+                                 dt_bias=jnp.asarray(dt_bias), A_log=jnp.asarray(A_log), D=jnp.asarray(D),
+                                 W_D=None, headdim=P, shift=False, method=method, chunk_size=4)
+    assert_close(y, expected, rtol=1e-12, name="y")
+
+
+def test_add_layer_has_no_free_diagonal_and_no_shift():
+    kwargs = dict(d_state=4, headdim=8, d_conv=3, method="sequential")
+    add = hydra.Hydra(16, combine="add", rngs=nnx.Rngs(0), **kwargs)
+    assert add.fc_D is None
+    count = lambda m: sum(int(np.prod(p.shape)) for p in jax.tree.leaves(nnx.state(m, nnx.Param)))
+    qs = hydra.Hydra(16, rngs=nnx.Rngs(0), **kwargs)
+    assert count(qs) - count(add) == qs.d_inner * qs.heads                   # fc_D only
+    # without a shift, output t depends on x_t through the scans' own diagonal: with the
+    # diagonal D = 0 a one-position sequence still has a non-zero output
+    add.D.set_value(jnp.zeros_like(add.D[...]))
+    assert float(jnp.max(jnp.abs(add(jax.random.normal(jax.random.PRNGKey(0), (1, 1, 16)))))) > 0
+    with pytest.raises(ValueError, match="combine must be one of"):
+        hydra.Hydra(16, combine="concat", rngs=nnx.Rngs(0), **kwargs)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_causal_mix_is_the_lower_triangle_of_the_quasiseparable_matrix(x64, method):
+    rng = np.random.default_rng(2)
+    b, L, H, P, N = 2, 11, 2, 3, 4
+    x, dt, (B_f, C_f, B_b, C_b), dt_bias, A_log, D, W_D = _random_mix_inputs(rng, b, L, H, P, N, 2)
+    M = np.tril(_quasiseparable_matrix(dt, B_f, C_f, B_b, C_b, x, dt_bias, A_log, D, W_D, P))
+    expected = np.einsum("nhij,njhp->nihp", M, x.reshape(b, L, H, P)).reshape(b, L, H * P)
+    args = dict(dt_bias=jnp.asarray(dt_bias), A_log=jnp.asarray(A_log), D=jnp.asarray(D), W_D=jnp.asarray(W_D),
+                headdim=P, method=method, chunk_size=4)
+    y, _ = hydra.causal_quasiseparable_mix(*(jnp.asarray(a) for a in (x, dt[..., :H], B_f, C_f)), **args)
+    assert_close(y, expected, rtol=1e-12, name="y")
+    # in two pieces, the second from the first's state
+    cut = 6
+    pieces = [jnp.asarray(a) for a in (x, dt[..., :H], B_f, C_f)]
+    y1, state = hydra.causal_quasiseparable_mix(*(a[:, :cut] for a in pieces), **args)
+    y2, _ = hydra.causal_quasiseparable_mix(*(a[:, cut:] for a in pieces), state=state, **args)
+    assert_close(jnp.concatenate([y1, y2], axis=1), expected, rtol=1e-12, name="y in pieces")
+
+
+def test_causal_layer_matches_hydra_parameters_at_twice_the_state():
+    d_model, N = 16, 4
+    qs = hydra.Hydra(d_model, d_state=N, headdim=8, d_conv=3, rngs=nnx.Rngs(0))
+    causal = hydra.HydraCausal(d_model, d_state=2 * N, headdim=8, d_conv=3, rngs=nnx.Rngs(0))
+    count = lambda m: sum(int(np.prod(p.shape)) for p in jax.tree.leaves(nnx.state(m, nnx.Param)))
+    assert count(qs) - count(causal) == d_model * qs.heads                    # Hydra's backward dt columns
+    assert causal.causal and not qs.causal and causal.conv_weight.shape == qs.conv_weight.shape
+    hydra.HydraCausal(d_model, d_state=N, headdim=8, d_conv=4, rngs=nnx.Rngs(0))   # even conv: fine if causal

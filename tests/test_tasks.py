@@ -214,3 +214,47 @@ def test_bouncing_shapes_targets_are_next_frames_and_motion_reflects():
         assert np.all(speed >= 1) and np.all(speed <= 2)
         assert np.all((steps == speed) | (steps < speed))   # shortened only where it bounced
     assert task.chance() > 0
+
+
+def test_bidirectional_recall_queries_on_both_sides_of_the_pairs():
+    task = tasks.build_task("bidirectional_recall", seq_len=48, num_pairs=5, vocab_size=23)
+    n, k = task.num_pairs, task.num_keys
+    batch = task.batch("test", 0, 32, 0)
+    before_total = after_total = 0
+    split_weights = {s: task.batch(s, 0, 32, 0) for s in ("test_before", "test_after")}
+    for row, (x, y, w) in enumerate(zip(batch["inputs"], batch["targets"], batch["weights"])):
+        keys = np.flatnonzero((x >= 1) & (x <= k))
+        values = np.flatnonzero(x > k)
+        assert len(values) == n
+        start = values[0] - 1                                       # the block k_1 v_1 … k_n v_n
+        np.testing.assert_array_equal(values, start + 1 + 2 * np.arange(n))
+        binding = dict(zip(x[start:start + 2 * n:2], x[start + 1:start + 2 * n:2]))
+        assert len(binding) == n and n <= start <= len(x) - 3 * n   # distinct keys, room on both sides
+        queries = np.flatnonzero(w)
+        assert len(queries) == n and not np.any((queries >= start) & (queries < start + 2 * n))
+        assert sorted(x[queries]) == sorted(binding)                # every key asked once
+        assert all(y[q] == binding[x[q]] for q in queries)
+        assert set(keys) == set(queries) | set(range(start, start + 2 * n, 2))   # blanks elsewhere
+        before = queries < start
+        np.testing.assert_array_equal(np.flatnonzero(split_weights["test_before"]["weights"][row]), queries[before])
+        np.testing.assert_array_equal(np.flatnonzero(split_weights["test_after"]["weights"][row]), queries[~before])
+        before_total, after_total = before_total + before.sum(), after_total + (~before).sum()
+    assert before_total > 0.3 * 32 * n and after_total > 0.3 * 32 * n
+    np.testing.assert_array_equal(split_weights["test_before"]["inputs"], batch["inputs"])
+
+
+def test_fact_recall_answers_are_the_values_of_the_asked_keys():
+    task = tasks.build_task("fact_recall", seq_len=40, num_facts=5, num_keys=7, num_values=4)
+    n, K, V = task.num_facts, task.num_keys, task.num_values
+    assert task.io().vocab_size == 1 + K + K * V and task.io().output_dim == V
+    batch = task.batch("train", 0, 16, 0)
+    for x, y, w in zip(batch["inputs"], batch["targets"], batch["weights"]):
+        facts = x[:-n][x[:-n] != 0]
+        assert len(facts) == n and np.all(facts > K)
+        key_of, value_of = np.divmod(facts - 1 - K, V)
+        binding = dict(zip(key_of.tolist(), value_of.tolist()))
+        assert len(binding) == n                                    # distinct keys
+        np.testing.assert_array_equal(np.flatnonzero(w), np.arange(len(x) - n, len(x)))
+        asked = x[-n:] - 1
+        assert sorted(asked.tolist()) == sorted(binding) and np.all(x[-n:] <= K)
+        np.testing.assert_array_equal(y[-n:], [binding[k] for k in asked])

@@ -1,0 +1,56 @@
+"""What every notebook shares: smoke vs full size, where runs go, and figure saving.
+
+A notebook is a jupytext percent-format ``.py`` file (the reviewed source); open it in
+Jupyter with jupytext, or convert it with ``jupytext --to ipynb notebooks/NN_name.py``.
+
+* ``SEQMODELS_SMOKE=1`` (what CI sets) runs tiny sizes and few steps, to check that the
+  notebook works; unset, a notebook runs at the full size its markdown reports.
+* Training runs go to ``$SEQMODELS_RUNS/<name>`` (default ``runs/notebooks/<name>`` under
+  the repository); running a notebook again resumes or reuses finished runs.
+* At full size, figures are also saved to ``notebooks/figures/<name>.png``, the pictures
+  the markdown of each notebook refers to.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import matplotlib
+
+if not os.environ.get("DISPLAY") and "MPLBACKEND" not in os.environ:
+    matplotlib.use("Agg")
+
+from seqmodels.train import Config, train_and_evaluate  # noqa: E402
+from seqmodels.train.writers import read_metrics  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+SMOKE = os.environ.get("SEQMODELS_SMOKE", "0") == "1"
+RUNS = Path(os.environ.get("SEQMODELS_RUNS", HERE.parent / "runs" / "notebooks"))
+FIGURES = HERE / "figures"
+
+
+def pick(full, smoke):
+    """``full`` normally, ``smoke`` under ``SEQMODELS_SMOKE=1``."""
+    return smoke if SMOKE else full
+
+
+def run(config: Config, name: str) -> dict:
+    """``train_and_evaluate(config, RUNS / name)``, with its wall time added as ``"seconds"``."""
+    start = time.perf_counter()
+    results = train_and_evaluate(config, RUNS / name)
+    return dict(results, seconds=time.perf_counter() - start)
+
+
+def curve(name: str, key: str) -> tuple[list[int], list[float]]:
+    """``(steps, values)`` of metric ``key`` (e.g. ``"train/loss"``) logged by run ``name``."""
+    lines = [line for line in read_metrics(RUNS / name / "metrics.jsonl") if key in line]
+    return [line["step"] for line in lines], [line[key] for line in lines]
+
+
+def savefig(fig, name: str) -> None:
+    """Save ``fig`` as ``notebooks/figures/<name>.png`` at full size (not in smoke mode)."""
+    if not SMOKE:
+        FIGURES.mkdir(exist_ok=True)
+        fig.savefig(FIGURES / f"{name}.png", dpi=110, bbox_inches="tight")

@@ -97,9 +97,11 @@ def main(argv=None) -> dict:
     parser.add_argument("--quick", action="store_true", help="L in {1k, 2k, 4k} only")
     parser.add_argument("--repeats", type=int, default=5, help="timed calls per point (median)")
     parser.add_argument("--methods", default="routing,local,full", help="comma-separated subset")
+    parser.add_argument("--lengths", type=int, nargs="+", help="override the lengths (full attention at "
+                        "L = 16k needs ~17 GiB of host memory)")
     args = parser.parse_args(argv)
 
-    lengths = LENGTHS["quick" if args.quick else "full"]
+    lengths = args.lengths or LENGTHS["quick" if args.quick else "full"]
     methods = args.methods.split(",")
     results = {m: [] for m in methods}
     for method in methods:

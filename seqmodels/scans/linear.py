@@ -80,10 +80,23 @@ def linear_scan(a, b, h0=None, *, reverse=False, reset=None, method="auto", chun
 
 
 def _sequential(a, b, h0):
-    """``lax.scan`` over a time-major copy: 2× faster on CPU than scanning axis 1."""
-    b_t = jnp.moveaxis(b, 1, 0)
+    """``lax.scan`` over a time-major copy: 2× faster on CPU than scanning axis 1.
+
+    With a single sequence (``B = 1``) the unit batch axis and the feature axes are
+    flattened away, so the carry has rank 1: on XLA's CPU backend a carry of shape
+    ``(1, D)`` is 3-5× slower per step than ``(D,)`` (measured at L = 16k, D = 256:
+    16 ms vs 4.9 ms forward). With ``B > 1`` flattening measured no gain.
+    """
+    B, L = b.shape[:2]
+    state_shape = b.shape[:1] + b.shape[2:]
+    if B == 1:
+        time_major = lambda x: x.reshape(x.shape[1], -1)  # noqa: E731  (L, F), free for B = 1
+        h0 = h0.reshape(-1)
+    else:
+        time_major = lambda x: jnp.moveaxis(x, 1, 0)  # noqa: E731
+    b_t = time_major(b)
     if a.shape[1] == 1:  # time-invariant decay: keep it out of the streamed inputs
-        a_const = a[:, 0]
+        a_const = jnp.broadcast_to(a[:, 0], state_shape).reshape(h0.shape)
 
         def step(h, b_s):
             h = a_const * h + b_s
@@ -97,7 +110,9 @@ def _sequential(a, b, h0):
             h = a_s * h + b_s
             return h, h
 
-        h_last, h = jax.lax.scan(step, h0, (jnp.moveaxis(a, 1, 0), b_t))
+        h_last, h = jax.lax.scan(step, h0, (time_major(jnp.broadcast_to(a, b.shape)), b_t))
+    if B == 1:
+        return h.reshape(b.shape), h_last.reshape(state_shape)
     return jnp.moveaxis(h, 0, 1), h_last
 
 

@@ -76,7 +76,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from flax import nnx
 
-from _common import RUNS, SMOKE, curve, pick, run, savefig
+from _common import RUNS, SMOKE, curve, pick, relative, run, savefig, step_outputs
 from seqmodels.train import (Config, Experiment, ModelConfig, OptimizerConfig, TaskConfig, TrainConfig,
                              load_state)
 
@@ -186,28 +186,6 @@ savefig(fig, "02_lssl_kernels")
 
 
 # %%
-def step_outputs(module, inputs):
-    """``module.step`` over axis 1 of ``inputs`` inside one jit (``init_state`` first)."""
-    graphdef, params = nnx.split(module)
-
-    @jax.jit
-    def go(params, inputs):
-        m = nnx.merge(graphdef, params)
-
-        def body(state, x_t):
-            y_t, state = m.step(x_t, state)
-            return state, y_t
-
-        _, ys = jax.lax.scan(body, m.init_state(inputs.shape[0]), jnp.moveaxis(inputs, 1, 0))
-        return jnp.moveaxis(ys, 0, 1)
-
-    return go(params, inputs)
-
-
-def relative(a, b):
-    return float(jnp.max(jnp.abs(a - b)) / jnp.max(jnp.abs(b)))
-
-
 def accuracy(logits, batch):
     w = batch["weights"]
     return float(np.sum((np.argmax(logits, -1) == batch["targets"]) * w) / np.sum(w))

@@ -17,10 +17,14 @@ import os
 import time
 from pathlib import Path
 
+import jax
+import jax.numpy as jnp
 import matplotlib
 
 if not os.environ.get("DISPLAY") and "MPLBACKEND" not in os.environ:
     matplotlib.use("Agg")
+
+from flax import nnx  # noqa: E402
 
 from seqmodels.train import Config, train_and_evaluate  # noqa: E402
 from seqmodels.train.writers import read_metrics  # noqa: E402
@@ -54,3 +58,25 @@ def savefig(fig, name: str) -> None:
     if not SMOKE:
         FIGURES.mkdir(exist_ok=True)
         fig.savefig(FIGURES / f"{name}.png", dpi=110, bbox_inches="tight")
+
+
+def step_outputs(module, inputs):
+    """``module.step`` over axis 1 of ``inputs`` inside one jit (``init_state`` first)."""
+    graphdef, params = nnx.split(module)
+
+    @jax.jit
+    def go(params, inputs):
+        m = nnx.merge(graphdef, params)
+
+        def body(state, x_t):
+            y_t, state = m.step(x_t, state)
+            return state, y_t
+
+        _, ys = jax.lax.scan(body, m.init_state(inputs.shape[0]), jnp.moveaxis(inputs, 1, 0))
+        return jnp.moveaxis(ys, 0, 1)
+
+    return go(params, inputs)
+
+
+def relative(a, b):
+    return float(jnp.max(jnp.abs(a - b)) / jnp.max(jnp.abs(b)))

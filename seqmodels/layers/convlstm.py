@@ -20,8 +20,8 @@ one frame size); ``peephole=False`` drops them. ``b_f`` starts at ``forget_bias`
 lecun-normal.
 
 **Not a scan-core mixer.** The recurrence is nonlinear in ``(H, C)``, so it has no
-associative form: it runs as a ``jax.lax.scan`` over frames -- the one mixer that does
-not evaluate its recurrence through ``seqmodels.scans``. The input convolutions
+associative form: it runs through ``scans.nonlinear_scan`` (one sequential scan over
+frames), the only core recurrence without a parallel method. The input convolutions
 ``W_x· ∗ X_t`` of all frames are computed at once before the scan; only the hidden
 convolutions are sequential (and, for the same reason, the layer cannot split its frames
 across devices: ``supports_sequence_parallel = False``). ``step`` is one iteration of
@@ -42,6 +42,7 @@ import numpy as np
 from flax import nnx
 from jaxtyping import Array, Float
 
+from .. import scans
 from .base import Mixer, register
 from .common import check_positive_int, expand_to
 from .convs5 import conv_frames
@@ -68,7 +69,7 @@ class ConvLSTM(Mixer):
     causal = True
     spatial_ndim = 2
     temporal = True
-    # the recurrence over frames is a lax.scan, not a core scan: it cannot be split over devices
+    # a nonlinear recurrence over frames (scans.nonlinear_scan): it cannot be split over devices
     supports_sequence_parallel = False
 
     def __init__(self, d_model: int, *, kernel_size: int = 3, peephole: bool = True, forget_bias: float = 1.0,
@@ -105,15 +106,15 @@ class ConvLSTM(Mixer):
         return ConvLSTMState(jax.nn.sigmoid(z_o) * jnp.tanh(c), c)
 
     def forward(self, x):
-        z_x = jnp.moveaxis(self.input_terms(x), 1, 0)                 # (T, B, H, W, 4d)
-        zeros = jnp.zeros(z_x.shape[1:-1] + (self.d_model,), jnp.float32)
+        z_x = self.input_terms(x)                                      # (B, T, H, W, 4d)
+        zeros = jnp.zeros(z_x.shape[:1] + z_x.shape[2:-1] + (self.d_model,), jnp.float32)
 
         def frame(state, z_t):
             state = self.cell(z_t, state)
             return state, state.h
 
-        _, hs = jax.lax.scan(frame, ConvLSTMState(zeros, zeros), z_x)
-        return jnp.moveaxis(hs, 0, 1)
+        hs, _ = scans.nonlinear_scan(frame, z_x, ConvLSTMState(zeros, zeros))
+        return hs
 
     def init_state(self, batch_size: int, spatial_shape: Sequence[int] | None = None) -> ConvLSTMState:
         """Zero ``(h, c)``, each ``(batch, H, W, d)``, or ``(batch, 1, 1, d)`` without ``spatial_shape``."""

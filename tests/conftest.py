@@ -15,12 +15,15 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def reference_dir() -> Path:
-    """``$SEQMODELS_REFERENCE_DIR`` or ``<repo>/../shared/reference``; missing is an error."""
-    path = Path(os.environ.get("SEQMODELS_REFERENCE_DIR", REPO.parent / "shared" / "reference"))
+    """``$SEQMODELS_REFERENCE_DIR`` or ``tests/reference/`` (shipped in the repository).
+
+    ``tests/reference/README.md`` says how each file was produced with the official code.
+    """
+    path = Path(os.environ.get("SEQMODELS_REFERENCE_DIR", REPO / "tests" / "reference"))
     if not path.is_dir():
         raise FileNotFoundError(
-            f"reference vectors not found at {path}; set SEQMODELS_REFERENCE_DIR or place "
-            "the shared/ folder beside the repository"
+            f"reference vectors not found at {path}; SEQMODELS_REFERENCE_DIR must name a folder "
+            "holding the .npz files of tests/reference/"
         )
     return path
 

@@ -20,8 +20,8 @@ from .config import ConfigError, apply_overrides, load_config, parse_override_ar
 
 
 def config_dirs() -> list[Path]:
-    """Where bare config names are looked up: ``./configs`` and the repository's ``configs/``."""
-    dirs = [Path.cwd() / "configs", Path(__file__).resolve().parents[2] / "configs"]
+    """Where bare config names are looked up: ``./configs``, then the configs shipped in the package."""
+    dirs = [Path.cwd() / "configs", Path(__file__).resolve().parents[1] / "configs"]
     return [d for i, d in enumerate(dirs) if d.is_dir() and d.resolve() not in [e.resolve() for e in dirs[:i]]]
 
 

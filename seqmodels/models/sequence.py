@@ -6,15 +6,17 @@
     out = head(norm(h))                     per step (B, L, output_dim) or pooled (B, output_dim)
 
 Causal mixers also run token by token: ``init_state`` / ``step`` give the same
-outputs as the parallel forward, which ``generate`` uses for greedy decoding.
+outputs as the parallel forward, which ``generate`` uses for greedy or sampled decoding.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from .. import layers
@@ -172,18 +174,89 @@ class SequenceModel(nnx.Module):
         return self.head(self.final_norm(h).astype(dtype)).astype(jnp.float32), tuple(new_state)
 
 
-def generate(model: SequenceModel, prompt: jax.Array, num_tokens: int) -> jax.Array:
-    """Greedy decoding through ``step``: feeds ``prompt`` (B, P), then ``num_tokens``
-    argmax tokens; returns ``(B, P + num_tokens)`` token ids."""
-    if model.vocab_size is None:
-        raise ValueError("generate needs a token model (vocab_size set)")
-    if prompt.ndim != 2 or prompt.shape[1] < 1:
-        raise ValueError(f"prompt must be (batch, length ≥ 1) token ids; got shape {prompt.shape}")
-    step = nnx.jit(lambda m, x, s: m.step(x, s))
-    state = model.init_state(prompt.shape[0])
+def sample_next(logits: jax.Array, key: jax.Array, temperature, *, top_k: int | None, greedy: bool) -> jax.Array:
+    """The next token ids ``(B,)`` from ``logits`` ``(B, V)``: the argmax when ``greedy``,
+    else a draw from ``softmax(logits / temperature)`` restricted to the ``top_k`` largest
+    logits (all when ``None``)."""
+    if greedy:
+        return jnp.argmax(logits, axis=-1)
+    logits = logits / temperature
+    if top_k is not None:
+        kth_largest = jax.lax.top_k(logits, top_k)[0][:, -1:]
+        logits = jnp.where(logits < kth_largest, -jnp.inf, logits)
+    return jax.random.categorical(key, logits, axis=-1)
+
+
+def _decode_step(state, token, cache, key, position, temperature, *, graphdef, top_k, greedy):
+    """Feed ``token`` (B,) at ``position``; return the token that follows it and the new cache."""
+    logits, cache = nnx.merge(graphdef, state).step(token, cache)
+    next_token = sample_next(logits, jax.random.fold_in(key, position), temperature, top_k=top_k, greedy=greedy)
+    return next_token.astype(token.dtype), cache
+
+
+@functools.lru_cache(maxsize=64)
+def _jitted_decode_step(graphdef, top_k: int | None, greedy: bool):
+    """One jitted decoding step per model structure and sampling mode; jax's own cache
+    then compiles it once per shape (batch size, cache shapes)."""
+    return jax.jit(functools.partial(_decode_step, graphdef=graphdef, top_k=top_k, greedy=greedy))
+
+
+def _check_generate_args(model: SequenceModel, prompt, num_tokens, temperature, top_k, key) -> np.ndarray:
+    """Eager checks of ``generate``'s arguments (nothing compiles before they pass);
+    returns the prompt's values."""
+    if model.vocab_size is None or model.pooling != "none":
+        raise ValueError(f"generate needs a model of token ids with per-step outputs; got "
+                         f"vocab_size={model.vocab_size}, pooling={model.pooling!r}")
+    if not model.mixer_cls.causal:
+        raise ValueError(f"generate needs a causal mixer; {model.mixer_cls.__name__} is not causal")
+    output_dim = model.head.out_features
+    if output_dim > model.vocab_size:
+        raise ValueError(f"generate feeds outputs back as inputs: output_dim={output_dim} must be at most "
+                         f"vocab_size={model.vocab_size}")
+    try:
+        values = np.asarray(prompt)
+    except jax.errors.TracerArrayConversionError as err:
+        raise ValueError("prompt must be a concrete array (generate runs its own jitted steps)") from err
+    if values.ndim != 2 or values.shape[1] < 1 or not np.issubdtype(values.dtype, np.integer):
+        raise ValueError(f"prompt must be integer token ids of shape (batch, length ≥ 1); got dtype "
+                         f"{values.dtype} and shape {values.shape}")
+    if not 0 <= values.min() <= values.max() < model.vocab_size:
+        raise ValueError(f"prompt token ids must be in [0, vocab_size={model.vocab_size}); got ids from "
+                         f"{values.min()} to {values.max()}")
+    if isinstance(num_tokens, bool) or not isinstance(num_tokens, (int, np.integer)) or num_tokens < 0:
+        raise ValueError(f"num_tokens must be an integer ≥ 0; got {num_tokens!r}")
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) \
+            or not 0 <= temperature < float("inf"):
+        raise ValueError(f"temperature must be a finite number ≥ 0 (0: greedy); got {temperature!r}")
+    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer))
+                              or not 1 <= top_k <= output_dim):
+        raise ValueError(f"top_k must be None or an integer in [1, output_dim={output_dim}]; got {top_k!r}")
+    if temperature > 0 and key is None:
+        raise ValueError("key: sampling (temperature > 0) needs a jax.random key, e.g. jax.random.key(0)")
+    return values
+
+
+def generate(model: SequenceModel, prompt: jax.Array, num_tokens: int, *, temperature: float = 0.0,
+             top_k: int | None = None, key: jax.Array | None = None) -> jax.Array:
+    """Decode through ``step``: feed ``prompt`` (B, P), then ``num_tokens`` new tokens;
+    returns ``(B, P + num_tokens)`` token ids.
+
+    ``temperature=0`` takes the most likely token (greedy); ``temperature > 0`` samples
+    from ``softmax(logits / temperature)``, among the ``top_k`` most likely tokens if
+    given, with the draw at position ``t`` from ``fold_in(key, t)`` (the same ``key``
+    gives the same tokens). The decoding step is jitted once per model structure,
+    sampling mode and shapes, and reused by later calls. Arguments are checked before
+    anything compiles; the prompt's ids must lie in ``[0, vocab_size)``.
+    """
+    values = _check_generate_args(model, prompt, num_tokens, temperature, top_k, key)
+    graphdef, state = nnx.split(model)
+    step = _jitted_decode_step(graphdef, None if top_k is None else int(top_k), temperature == 0)
+    key = jax.random.key(0) if key is None else key
+    prompt = jnp.asarray(values)
+    cache = model.init_state(prompt.shape[0])
     tokens = [prompt[:, t] for t in range(prompt.shape[1])]
     for t in range(prompt.shape[1] + num_tokens - 1):
-        logits, state = step(model, tokens[t], state)
+        next_token, cache = step(state, tokens[t], cache, key, t, float(temperature))
         if t + 1 >= prompt.shape[1]:
-            tokens.append(jnp.argmax(logits, axis=-1).astype(prompt.dtype))
+            tokens.append(next_token)
     return jnp.stack(tokens, axis=1)

@@ -3,26 +3,38 @@
     from seqmodels.train import load_config, apply_overrides, train_and_evaluate
     config = apply_overrides(load_config("configs/quickstart.py"), {"train.steps": 200})
     metrics = train_and_evaluate(config, "runs/quickstart")
+    model, config = load_model("runs/quickstart")      # the trained model, dropout off
 
 The same from a shell: ``seqmodels train configs/quickstart.py --train.steps 200``.
 See ``loop.py`` for the state, the steps, the auxiliary-loss mechanism and resuming.
+
+The names below are imported on first use, so that ``seqmodels --help`` and the config
+module load without jax.
 """
 
-from .checkpoint import Checkpointer as Checkpointer
-from .config import Config as Config
-from .config import ConfigError as ConfigError
-from .config import MeshConfig as MeshConfig
-from .config import ModelConfig as ModelConfig
-from .config import OptimizerConfig as OptimizerConfig
-from .config import TaskConfig as TaskConfig
-from .config import TrainConfig as TrainConfig
-from .config import apply_overrides as apply_overrides
-from .config import load_config as load_config
-from .loop import Experiment as Experiment
-from .loop import NonFiniteLossError as NonFiniteLossError
-from .loop import evaluate_checkpoint as evaluate_checkpoint
-from .loop import load_state as load_state
-from .loop import sum_aux_losses as sum_aux_losses
-from .loop import train_and_evaluate as train_and_evaluate
-from .optim import make_optimizer as make_optimizer
-from .optim import param_labels as param_labels
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "checkpoint": ("Checkpointer",),
+    "config": ("Config", "ConfigError", "MeshConfig", "ModelConfig", "OptimizerConfig", "TaskConfig",
+               "TrainConfig", "apply_overrides", "load_config"),
+    "inference": ("load_model",),
+    "loop": ("Experiment", "NonFiniteLossError", "evaluate_checkpoint", "load_state", "sum_aux_losses",
+             "train_and_evaluate"),
+    "optim": ("make_optimizer", "param_labels"),
+}
+_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
+__all__ = sorted(_MODULE_OF)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _MODULE_OF:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_MODULE_OF[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

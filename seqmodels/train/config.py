@@ -299,17 +299,37 @@ def load_config(spec: str | Path, search: Sequence[Path] = ()) -> Config:
     """Load a ``.py`` config file (``get_config()``) or a saved ``config.json``; validated."""
     path = resolve_config_path(spec, search)
     if path.suffix == ".json":
-        config = from_dict(json.loads(path.read_text()))
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError as err:
+            raise ConfigError(f"{path} is not valid JSON ({err})") from err
+        config = from_dict(data)
     else:
-        module_spec = importlib.util.spec_from_file_location(f"seqmodels_config_{path.stem}", path)
-        module = importlib.util.module_from_spec(module_spec)
-        module_spec.loader.exec_module(module)
-        if not hasattr(module, "get_config"):
-            raise ConfigError(f"{path} defines no get_config()")
-        config = module.get_config()
-        if not isinstance(config, Config):
-            raise ConfigError(f"{path}: get_config() must return a seqmodels.train.Config; got {type(config).__name__}")
+        config = _run_config_module(path)
     return validate(config)
+
+
+def _run_config_module(path: Path) -> Config:
+    """``get_config()`` of the Python file ``path``; any error in the file becomes a ``ConfigError``."""
+    module_spec = importlib.util.spec_from_file_location(f"seqmodels_config_{path.stem}", path)
+    module = importlib.util.module_from_spec(module_spec)
+    try:
+        module_spec.loader.exec_module(module)
+    except SyntaxError as err:
+        raise ConfigError(f"{path}: syntax error at line {err.lineno}: {err.msg}") from err
+    except Exception as err:
+        raise ConfigError(f"{path} failed to load: {type(err).__name__}: {err}") from err
+    if not callable(getattr(module, "get_config", None)):
+        raise ConfigError(f"{path} defines no get_config()")
+    try:
+        config = module.get_config()
+    except ConfigError:
+        raise
+    except Exception as err:
+        raise ConfigError(f"{path}: get_config() failed: {type(err).__name__}: {err}") from err
+    if not isinstance(config, Config):
+        raise ConfigError(f"{path}: get_config() must return a seqmodels.train.Config; got {type(config).__name__}")
+    return config
 
 
 # ---------------------------------------------------------------------------------
@@ -481,3 +501,47 @@ def validate(config: Config) -> Config:
     if config.mesh.seq < 1 or config.mesh.data == 0 or config.mesh.data < -1:
         raise ConfigError(f"mesh.seq must be ≥ 1 and mesh.data ≥ 1 or -1 (all devices); got {config.mesh}")
     return config
+
+
+# ---------------------------------------------------------------------------------
+# describing and comparing configs
+
+
+def _type_name(tp: Any) -> str:
+    return tp.__name__ if isinstance(tp, type) and not typing.get_args(tp) else str(tp).replace("typing.", "")
+
+
+def _default(f: dataclasses.Field) -> Any:
+    return f.default_factory() if f.default is dataclasses.MISSING else f.default
+
+
+def config_reference() -> str:
+    """Every section and key of ``Config`` with its type and default, one section per line
+    group (the ``seqmodels train --help`` listing)."""
+    lines = []
+    for section in dataclasses.fields(Config):
+        cls = _field_types(Config)[section.name]
+        lines.append(f"  {section.name}:")
+        types_ = _field_types(cls)
+        for f in dataclasses.fields(cls):
+            lines.append(f"    --{section.name}.{f.name} {_type_name(types_[f.name])} (default {_default(f)!r})")
+    return "\n".join(lines)
+
+
+def flat_values(config: Config) -> dict[str, Any]:
+    """``{"section.key": value}`` of ``config`` as JSON values; option dicts one key per option."""
+    flat = {}
+    for section, values in json.loads(to_json(config)).items():
+        for key, value in values.items():
+            if isinstance(value, dict):  # task.options, model.mixer_options
+                flat.update({f"{section}.{key}.{option}": v for option, v in value.items()})
+            else:
+                flat[f"{section}.{key}"] = value
+    return flat
+
+
+def config_differences(a: Config, b: Config) -> list[str]:
+    """The dotted keys whose values differ between ``a`` and ``b``, sorted."""
+    flat_a, flat_b = flat_values(a), flat_values(b)
+    missing = object()
+    return sorted(k for k in set(flat_a) | set(flat_b) if flat_a.get(k, missing) != flat_b.get(k, missing))

@@ -73,10 +73,10 @@ from .. import layers, scans
 from ..models import ImageModel, SequenceModel, VideoModel
 from ..tasks import Task, build_task
 from .checkpoint import Checkpointer
-from .config import Config, ConfigError, to_dict, to_json, validate
+from .config import Config, ConfigError, ModelConfig, to_dict, to_json, validate
 from .optim import learning_rate_schedule, make_optimizer
 from .writers import (METRICS_FILE, PLOT_FILE, JsonlWriter, MultiWriter, NullWriter, Progress,
-                      TensorBoardWriter, format_metrics, plot_metrics)
+                      TensorBoardWriter, config_summary, format_metrics, plot_metrics)
 
 AUX_LOSS = "aux_loss"
 EVAL_SEED = 0
@@ -133,15 +133,25 @@ def maybe_initialize_distributed() -> None:
     jax.distributed.initialize(**ranks)
 
 
+def _more_devices_hint(needed: int) -> str:
+    """How to get ``needed`` devices: on CPU, XLA splits the host into that many."""
+    if jax.default_backend() == "cpu":
+        return (f"; on CPU, start with XLA_FLAGS=--xla_force_host_platform_device_count={needed} "
+                f"to split the host into {needed} devices")
+    return ""
+
+
 def make_mesh(data: int = -1, seq: int = 1) -> jax.sharding.Mesh:
     """A ``(data, seq)`` mesh; ``data=-1`` takes every device not used by ``seq``."""
     devices = jax.devices()
     if data == -1:
         if len(devices) % seq:
-            raise ConfigError(f"mesh.seq={seq} does not divide the {len(devices)} devices")
+            raise ConfigError(f"mesh.seq={seq} does not divide the {len(devices)} devices"
+                              f"{_more_devices_hint(seq * math.ceil(len(devices) / seq))}")
         data = len(devices) // seq
     if data * seq > len(devices):
-        raise ConfigError(f"mesh {data}×{seq} needs {data * seq} devices; {len(devices)} available")
+        raise ConfigError(f"mesh {data}×{seq} (mesh.data × mesh.seq) needs {data * seq} devices; "
+                          f"{len(devices)} available{_more_devices_hint(data * seq)}")
     auto = (jax.sharding.AxisType.Auto,) * 2
     return jax.make_mesh((data, seq), ("data", "seq"), auto, devices=devices[:data * seq])
 
@@ -150,8 +160,27 @@ def make_mesh(data: int = -1, seq: int = 1) -> jax.sharding.Mesh:
 # model, losses, aux losses
 
 
+def check_mixer_options(model: ModelConfig) -> None:
+    """Build one mixer for each distinct set of layer options, so that an option the mixer
+    rejects (``ValueError``/``TypeError``) becomes a ``ConfigError`` naming its key, before
+    the model is built or anything compiles."""
+    cycle = model.layer_options or ({},)
+    for index, layer in enumerate(cycle[:model.n_layers]):
+        options = dict(model.mixer_options, **layer)
+        try:
+            layers.build(model.mixer, model.d_model, rngs=nnx.Rngs(0), **options)
+        except (ValueError, TypeError) as err:
+            keys = {"d_model": ("model.d_model", model.d_model)}
+            keys.update({name: (f"model.layer_options[{index}].{name}" if name in layer
+                                else f"model.mixer_options.{name}", value) for name, value in options.items()})
+            named = [f"{key}={value!r}" for name, (key, value) in keys.items() if name in str(err)]
+            given = ", ".join(named or [f"{key}={value!r}" for key, value in list(keys.values())[1:]])
+            raise ConfigError(f"mixer {model.mixer!r} rejects {given or 'its default options'}: {err}") from err
+
+
 def build_model(config: Config, task: Task) -> nnx.Module:
     """The ``config.model.kind`` backbone around ``config.model.mixer``, sized for ``task``."""
+    check_mixer_options(config.model)
     io, model = task.io(), config.model
     params_key, run_key = run_keys(config.train.seed)
     rngs = nnx.Rngs(params=params_key, dropout=run_key)
@@ -469,15 +498,19 @@ def _prepare_workdir(config: Config, workdir: Path, primary: bool) -> None:
         path.write_text(to_json(config) + "\n")
 
 
-def train_and_evaluate(config: Config, workdir: str | Path) -> dict[str, float]:
+def train_and_evaluate(config: Config, workdir: str | Path, *, print_config: bool = False) -> dict[str, float]:
     """Train ``config`` in ``workdir`` (resuming from its latest checkpoint if any), then
-    evaluate; returns the final evaluation metrics (and ``"chance"``)."""
+    evaluate; returns the final evaluation metrics (and ``"chance"``).
+
+    Prints a few-line summary of the config first (``config_summary``), or the whole
+    config as JSON with ``print_config=True``; ``workdir/config.json`` always holds all of it.
+    """
     maybe_initialize_distributed()
     config = validate(config)
     workdir = Path(workdir).absolute()
     primary = jax.process_index() == 0
     say = print if primary else (lambda *a, **k: None)
-    say(f"config:\n{to_json(config)}", flush=True)
+    say(f"config:\n{to_json(config)}" if print_config else config_summary(config), flush=True)
     exp = Experiment(config)
     _prepare_workdir(config, workdir, primary)
     train = config.train
@@ -504,6 +537,9 @@ def train_and_evaluate(config: Config, workdir: str | Path) -> dict[str, float]:
         last_time, last_step = time.perf_counter(), start
         for step in range(start + 1, train.steps + 1):
             state, metrics = exp.train_step(state, exp.device_batch("train", step - 1))
+            if step == start + 1:  # compiled and run once: the rate and ETA count from here
+                jax.block_until_ready(metrics)
+                progress.start(step)
             pending.append((step, metrics))
             final = step == train.steps
             log, save = _every(step, train.log_every) or final, _every(step, train.checkpoint_every) or final

@@ -14,6 +14,8 @@ import time
 from pathlib import Path
 from typing import Mapping, Protocol, Sequence
 
+from .config import Config, config_differences, flat_values
+
 METRICS_FILE = "metrics.jsonl"
 PLOT_FILE = "metrics.png"
 
@@ -103,6 +105,10 @@ def format_metrics(metrics: Mapping[str, float]) -> str:
     return "  ".join(f"{name} {value:.4g}" for name, value in metrics.items())
 
 
+def _rate(steps_per_second: float) -> str:
+    return f"{steps_per_second:.1f}" if math.isfinite(steps_per_second) else "?"
+
+
 def _duration(seconds: float) -> str:
     if not math.isfinite(seconds):
         return "?"
@@ -114,32 +120,43 @@ class Progress:
     """A tqdm bar (steps/s, ETA) on a terminal; periodic log lines otherwise (their
     rate is over the steps since the previous line).
 
-    ``update(step, metrics)`` is called at log points. With ``enabled=False``
+    ``start(step)`` marks the end of compilation (the loop calls it once the first step
+    has run), so that rates and the ETA measure compiled steps only; the bar appears
+    then. ``update(step, metrics)`` is called at log points. With ``enabled=False``
     (processes other than 0) it prints nothing.
     """
 
     def __init__(self, total: int, initial: int, *, enabled: bool = True, stream=None):
         self.total, self.enabled = total, enabled
         self.stream = stream or sys.stderr
-        self._start_step, self._start_time = initial, time.perf_counter()
+        self._rate_step, self._rate_time = initial, time.perf_counter()
+        self._terminal = enabled and self.stream.isatty()
         self._bar = None
-        if enabled and self.stream.isatty():
-            from tqdm import tqdm
-            self._bar = tqdm(total=total, initial=initial, file=self.stream, unit="step", dynamic_ncols=True)
+
+    def start(self, step: int) -> None:
+        """Step ``step`` has run (and compiled): count rates from here."""
+        self._rate_step, self._rate_time = step, time.perf_counter()
+        if self._terminal and self._bar is None:
+            self._bar = self._new_bar(step)
+
+    def _new_bar(self, initial: int):
+        from tqdm import tqdm
+        return tqdm(total=self.total, initial=initial, file=self.stream, unit="step", dynamic_ncols=True)
 
     def update(self, step: int, metrics: Mapping[str, float]) -> None:
         if not self.enabled:
             return
-        if self._bar is not None:
+        if self._terminal:
+            self._bar = self._bar or self._new_bar(self._rate_step)
             self._bar.update(step - self._bar.n)
             self._bar.set_postfix_str(format_metrics(metrics), refresh=True)
             return
         now = time.perf_counter()
-        elapsed, self._start_time = now - self._start_time, now
-        rate = (step - self._start_step) / elapsed if elapsed > 0 else float("nan")
-        self._start_step = step
-        eta = (self.total - step) / rate if rate > 0 else float("inf")
-        print(f"step {step}/{self.total}  {format_metrics(metrics)}  | {rate:.1f} steps/s  ETA {_duration(eta)}",
+        steps, elapsed = step - self._rate_step, now - self._rate_time
+        self._rate_step, self._rate_time = step, now
+        rate = steps / elapsed if steps > 0 and elapsed > 0 else float("nan")
+        eta = (self.total - step) / rate if rate > 0 else float("nan")
+        print(f"step {step}/{self.total}  {format_metrics(metrics)}  | {_rate(rate)} steps/s  ETA {_duration(eta)}",
               file=self.stream, flush=True)
 
     def message(self, text: str) -> None:
@@ -154,6 +171,24 @@ class Progress:
         if self._bar is not None:
             self._bar.close()
             self._bar = None
+
+
+SUMMARY_KEYS = ("model.mixer", "model.d_model", "model.n_layers", "task.name", "train.steps",
+                "train.batch_size", "train.seed")
+
+
+def config_summary(config: Config) -> str:
+    """A few lines instead of the whole config: per section, the keys of ``SUMMARY_KEYS``
+    and every key that differs from ``Config()``'s default."""
+    changed = set(config_differences(config, Config()))
+    sections: dict[str, list[str]] = {}
+    for key, value in flat_values(config).items():
+        if key in SUMMARY_KEYS or key in changed:
+            section, name = key.split(".", 1)
+            text = value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
+            sections.setdefault(section, []).append(f"{name}={text}")
+    lines = [f"  {section}: " + " ".join(items) for section, items in sections.items()]
+    return "\n".join(["config (the keys shown and defaults; all keys in the run's config.json):"] + lines)
 
 
 def plot_metrics(metrics_path: str | Path, out_path: str | Path) -> Path | None:

@@ -30,7 +30,7 @@ from .. import __version__
 from .config import (ConfigError, apply_overrides, config_differences, config_reference, flat_values, load_config,
                      parse_override_args)
 
-OVERRIDES_HELP = ("further arguments are overrides, --section.key VALUE (or section.key=VALUE); "
+OVERRIDES_HELP = ("overrides: --section.key VALUE (or section.key=VALUE), anywhere on the line; "
                   "task.options.* and model.mixer_options.* take the task's and mixer's options")
 
 
@@ -64,7 +64,7 @@ def _parser() -> argparse.ArgumentParser:
         epilog=f"{OVERRIDES_HELP}.\n\nconfig keys (type, default):\n{config_reference()}")
     train.add_argument("config", help="a configs/*.py file, its name (e.g. quickstart, paper/s4_scifar), "
                                       "or a saved config.json")
-    train.add_argument("--workdir", help="run directory (default: runs/<config name>)")
+    train.add_argument("--workdir", metavar="DIR", help="run directory (default: runs/<config name>)")
     train.add_argument("--print-config", action="store_true",
                        help="print the whole config as JSON before training (default: a short summary)")
 
@@ -74,7 +74,7 @@ def _parser() -> argparse.ArgumentParser:
                     "must match it (the differing keys are named); overrides may change how it is "
                     "evaluated (train.batch_size, train.eval_batches, mesh.*), not the model or task.")
     evaluate.add_argument("config", nargs="?", help="optional: a config that must match the run's config.json")
-    evaluate.add_argument("--workdir", required=True, help="the run directory")
+    evaluate.add_argument("--workdir", metavar="DIR", required=True, help="the run directory")
 
     generate = commands.add_parser(
         "generate", parents=[common], help="continue a prompt with a trained token model",
@@ -82,7 +82,7 @@ def _parser() -> argparse.ArgumentParser:
                     "If the run's task encodes text (it defines encode and decode), the prompt is text; "
                     "otherwise it is token ids separated by commas or spaces (e.g. \"3, 1, 4\"), and "
                     "the continuation is printed as ids.")
-    generate.add_argument("--workdir", required=True, help="the run directory")
+    generate.add_argument("--workdir", metavar="DIR", required=True, help="the run directory")
     prompt = generate.add_mutually_exclusive_group(required=True)
     prompt.add_argument("--prompt", help="the prompt: text, or token ids")
     prompt.add_argument("--prompt-file", type=Path, help="a file holding the prompt")
@@ -204,10 +204,30 @@ def _exit_status(err: BaseException) -> int | None:
     return None
 
 
+def split_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
+    """``(the command's own arguments, the overrides)``: an override is a dotted key,
+    ``--section.key [VALUE]`` or ``section.key=VALUE``, so that its value is never taken
+    for an optional positional argument."""
+    own, overrides, i = [], [], 0
+    while i < len(argv):
+        arg = argv[i]
+        flag = arg.startswith("--")
+        key = arg[2:].split("=", 1)[0] if flag else arg.split("=", 1)[0] if "=" in arg else ""
+        if "." not in key:
+            own.append(arg)
+            i += 1
+            continue
+        with_value = flag and "=" not in arg and i + 1 < len(argv) and not argv[i + 1].startswith("--")
+        overrides += argv[i:i + 1 + with_value]
+        i += 1 + with_value
+    return own, overrides
+
+
 def main(argv: list[str] | None = None) -> int:
-    args, rest = _parser().parse_known_args(argv)
+    own, overrides = split_overrides(sys.argv[1:] if argv is None else list(argv))
+    args = _parser().parse_args(own)
     try:
-        COMMANDS[args.command](args, parse_override_args(rest))
+        COMMANDS[args.command](args, parse_override_args(overrides))
     except Exception as err:
         status = _exit_status(err)
         if status is None or args.debug:

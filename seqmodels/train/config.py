@@ -156,7 +156,8 @@ class MeshConfig:
     along time outside the scans (short or FFT convolutions, flips) are left to GSPMD,
     which exchanges halos or gathers. Mixers that cannot (``supports_sequence_parallel
     = False``: routing) are rejected when the experiment is built. Across several
-    processes (multi-host) the mesh spans every process's devices.
+    processes (multi-host) the mesh spans every process's devices. On a CPU, start with
+    ``XLA_FLAGS=--xla_force_host_platform_device_count=N`` to split the host into ``N`` devices.
     """
 
     data: int = -1

@@ -188,7 +188,7 @@ def config_summary(config: Config) -> str:
             text = value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
             sections.setdefault(section, []).append(f"{name}={text}")
     lines = [f"  {section}: " + " ".join(items) for section, items in sections.items()]
-    return "\n".join(["config (the keys shown and defaults; all keys in the run's config.json):"] + lines)
+    return "\n".join(["config (other keys at their defaults; all of it in the run's config.json):"] + lines)
 
 
 def plot_metrics(metrics_path: str | Path, out_path: str | Path) -> Path | None:

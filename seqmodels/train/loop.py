@@ -162,20 +162,20 @@ def make_mesh(data: int = -1, seq: int = 1) -> jax.sharding.Mesh:
 
 def check_mixer_options(model: ModelConfig) -> None:
     """Build one mixer for each distinct set of layer options, so that an option the mixer
-    rejects (``ValueError``/``TypeError``) becomes a ``ConfigError`` naming its key, before
-    the model is built or anything compiles."""
+    rejects (``ValueError``/``TypeError``) becomes a ``ConfigError`` naming its key (those
+    the mixer's message mentions, else all), before the model is built or anything compiles."""
     cycle = model.layer_options or ({},)
     for index, layer in enumerate(cycle[:model.n_layers]):
         options = dict(model.mixer_options, **layer)
         try:
             layers.build(model.mixer, model.d_model, rngs=nnx.Rngs(0), **options)
         except (ValueError, TypeError) as err:
-            keys = {"d_model": ("model.d_model", model.d_model)}
-            keys.update({name: (f"model.layer_options[{index}].{name}" if name in layer
-                                else f"model.mixer_options.{name}", value) for name, value in options.items()})
-            named = [f"{key}={value!r}" for name, (key, value) in keys.items() if name in str(err)]
-            given = ", ".join(named or [f"{key}={value!r}" for key, value in list(keys.values())[1:]])
-            raise ConfigError(f"mixer {model.mixer!r} rejects {given or 'its default options'}: {err}") from err
+            given = {f"model.layer_options[{index}].{name}" if name in layer else f"model.mixer_options.{name}":
+                     value for name, value in options.items()}
+            given["model.d_model"] = model.d_model
+            named = {key: value for key, value in given.items() if key.rsplit(".", 1)[1] in str(err)}
+            listed = ", ".join(f"{key}={value!r}" for key, value in (named or given).items())
+            raise ConfigError(f"mixer {model.mixer!r} rejects {listed}: {err}") from err
 
 
 def build_model(config: Config, task: Task) -> nnx.Module:

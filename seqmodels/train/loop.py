@@ -163,7 +163,7 @@ def make_mesh(data: int = -1, seq: int = 1) -> jax.sharding.Mesh:
 def check_mixer_options(model: ModelConfig) -> None:
     """Build one mixer for each distinct set of layer options, so that an option the mixer
     rejects (``ValueError``/``TypeError``) becomes a ``ConfigError`` naming its key (those
-    the mixer's message mentions, else all), before the model is built or anything compiles."""
+    the mixer's message mentions, else all)."""
     cycle = model.layer_options or ({},)
     for index, layer in enumerate(cycle[:model.n_layers]):
         options = dict(model.mixer_options, **layer)
@@ -179,8 +179,19 @@ def check_mixer_options(model: ModelConfig) -> None:
 
 
 def build_model(config: Config, task: Task) -> nnx.Module:
-    """The ``config.model.kind`` backbone around ``config.model.mixer``, sized for ``task``."""
-    check_mixer_options(config.model)
+    """The ``config.model.kind`` backbone around ``config.model.mixer``, sized for ``task``.
+
+    Built before anything compiles; when a mixer rejects its options, the error is a
+    ``ConfigError`` that names the config keys (``check_mixer_options``).
+    """
+    try:
+        return _backbone(config, task)
+    except (ValueError, TypeError):
+        check_mixer_options(config.model)
+        raise
+
+
+def _backbone(config: Config, task: Task) -> nnx.Module:
     io, model = task.io(), config.model
     params_key, run_key = run_keys(config.train.seed)
     rngs = nnx.Rngs(params=params_key, dropout=run_key)

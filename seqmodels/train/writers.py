@@ -147,7 +147,8 @@ class Progress:
         if not self.enabled:
             return
         if self._terminal:
-            self._bar = self._bar or self._new_bar(self._rate_step)
+            if self._bar is None:
+                self._bar = self._new_bar(self._rate_step)
             self._bar.update(step - self._bar.n)
             self._bar.set_postfix_str(format_metrics(metrics), refresh=True)
             return

@@ -8,7 +8,10 @@ The same from a shell: ``seqmodels train configs/quickstart.py --train.steps 200
 See ``loop.py`` for the state, the steps, the auxiliary-loss mechanism and resuming.
 """
 
+from .checkpoint import CheckpointError as CheckpointError
 from .checkpoint import Checkpointer as Checkpointer
+from .checkpoint import CheckpointSaveError as CheckpointSaveError
+from .checkpoint import DamagedCheckpointError as DamagedCheckpointError
 from .config import Config as Config
 from .config import ConfigError as ConfigError
 from .config import MeshConfig as MeshConfig

@@ -35,6 +35,10 @@ def _parser() -> argparse.ArgumentParser:
         sub.add_argument("config", help="a configs/*.py file, its name, or a saved config.json")
         sub.add_argument("--workdir", default=None, required=name == "eval",
                          help="run directory (default: runs/<config name>)")
+        if name == "train":
+            sub.add_argument("--allow-change", action="append", default=[], metavar="KEY",
+                             help="when resuming, accept a changed KEY (or section, or 'all') that alters "
+                                  "the run's updates; repeatable")
     commands.add_parser("list", help="list mixers, tasks and configs")
     return parser
 
@@ -64,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(args.workdir) if args.workdir else Path("runs") / Path(args.config).stem
     try:
         if args.command == "train":
-            train_and_evaluate(config, workdir)
+            train_and_evaluate(config, workdir, allow_changes=args.allow_change)
         else:
             evaluate_checkpoint(config, workdir)
     except (ConfigError, NonFiniteLossError, FileNotFoundError) as err:

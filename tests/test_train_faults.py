@@ -8,9 +8,11 @@ import dataclasses
 import errno
 import json
 import shutil
+import time
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from orbax.checkpoint._src.path import atomicity
@@ -137,7 +139,8 @@ def damage(workdir: Path, step: int) -> None:
 
 def test_a_damaged_latest_checkpoint_is_skipped_with_a_warning(run_copy, capsys):
     damage(run_copy, 4)
-    with pytest.warns(DamagedCheckpointWarning, match=r"checkpoint of step 4 cannot be restored .*restored step 2"):
+    expected = r"checkpoint of step 4 cannot be restored .*restored step 2 instead; the damaged folder is .*_damaged/4"
+    with pytest.warns(DamagedCheckpointWarning, match=expected):
         train_and_evaluate(small_config(steps=6), run_copy)
     assert "resuming from the checkpoint of step 2" in capsys.readouterr().out
     assert (run_copy / "checkpoints_damaged" / "4").is_dir()
@@ -155,7 +158,7 @@ def test_no_usable_checkpoint_is_one_error_naming_each(run_copy):
     with pytest.raises(DamagedCheckpointError) as error:
         load_state(small_config(), run_copy)
     message = str(error.value)
-    assert "no checkpoint in" in message and "step 4 (" in message and "step 2 (" in message
+    assert "no checkpoint in" in message and "step 4 (ValueError" in message and "step 2 (ValueError" in message
     assert len(message) < 1500                                  # no tensorstore spec dumps
 
 
@@ -194,6 +197,30 @@ def test_a_failed_save_stops_the_run_removes_its_partial_files_and_resumes(
     train_and_evaluate(config, tmp_path)
     assert "resuming from the checkpoint of step 2" in capsys.readouterr().out
     assert checkpoint_steps(tmp_path)[-1] == 8
+
+
+def test_check_reports_a_failed_background_save_before_the_next_save(tmp_path, disk_full_at_step_4):
+    ckpt = Checkpointer(tmp_path / "checkpoints")
+    state = {"w": jnp.arange(3.0)}
+    ckpt.save(2, state)
+    ckpt.save(4, state)
+    deadline = time.monotonic() + 60
+    with pytest.raises(CheckpointSaveError, match=r"step 4 .*\[Errno 28\]"):
+        while time.monotonic() < deadline:
+            ckpt.check()
+            time.sleep(0.01)
+    ckpt.close()                                                # reported once, not again
+    assert checkpoint_steps(tmp_path) == [2]
+    assert not list((tmp_path / "checkpoints").glob("*orbax-checkpoint-tmp*"))
+
+
+def test_a_failing_synchronous_save_names_its_step(tmp_path, monkeypatch):
+    with Checkpointer(tmp_path / "checkpoints") as ckpt:
+        def full_disk(*args, **kwargs):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        monkeypatch.setattr(ckpt._manager, "save", full_disk)
+        with pytest.raises(CheckpointSaveError, match=r"step 3 .*No space left.*no earlier checkpoint"):
+            ckpt.save(3, {"w": jnp.ones(2)})
 
 
 # ---------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""``Checkpointer``: orbax-checkpoint behind three methods.
+"""``Checkpointer``: orbax-checkpoint behind a few methods.
 
     ckpt = Checkpointer(workdir / "checkpoints", keep=3)
     ckpt.save(step, state)                      # asynchronous; any pytree of arrays
@@ -187,13 +187,14 @@ class Checkpointer:
                 continue
             for bad_step, reason in damaged:
                 where = self._set_aside(bad_step) if set_aside_damaged else self.directory / str(bad_step)
-                warnings.warn(f"the checkpoint of step {bad_step} cannot be restored ({reason}); skipped it "
-                              f"(folder {where}) and restored step {step}", DamagedCheckpointWarning, stacklevel=2)
+                warnings.warn(f"the checkpoint of step {bad_step} cannot be restored ({reason}); restored step "
+                              f"{step} instead; the damaged folder is {where}", DamagedCheckpointWarning,
+                              stacklevel=2)
             return step, state
         if damaged:
             listed = "; ".join(f"step {step} ({reason})" for step, reason in damaged)
-            raise DamagedCheckpointError(f"no checkpoint in {self.directory} can be restored: {listed}. "
-                                         f"Remove the damaged step folders to start the run over")
+            raise DamagedCheckpointError(f"no checkpoint in {self.directory} can be restored (damaged, or saved "
+                                         f"from another model): {listed}")
         return None
 
     def _set_aside(self, step: int) -> Path:
@@ -227,8 +228,11 @@ class Checkpointer:
         last save failed)."""
         try:
             self.wait()
-            if not self._failed:  # after a failure orbax's close would only raise it again
+            try:
                 self._manager.close()
+            except Exception:
+                if not self._failed:  # else orbax raises the reported failure again
+                    raise
         finally:
             logging.getLogger("absl").removeFilter(self._log_filter)
 

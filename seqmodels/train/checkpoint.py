@@ -17,7 +17,9 @@ Faults. A save runs in orbax's background thread; when it fails (a full disk: an
 removes the half-written ``*.orbax-checkpoint-tmp*`` folder and raises one
 ``CheckpointSaveError`` naming the step, the cause and the checkpoints still intact.
 orbax's own tracebacks of that failure are kept out of the log (the error chains the
-original exception). ``restore_latest`` skips a damaged checkpoint (a truncated or
+original exception), and so are the "Event loop is closed" errors that tensorstore's
+callbacks raise, one per pending read or write, once orbax has abandoned a failed
+restore or save (``_QuietOrbaxFailures``). ``restore_latest`` skips a damaged checkpoint (a truncated or
 overwritten file: orbax and tensorstore raise while reading it) with a
 ``DamagedCheckpointWarning`` naming it and restores the one before; with
 ``set_aside_damaged=True`` the skipped folders move to ``<directory>_damaged/`` so
@@ -29,6 +31,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import sys
 import warnings
 from pathlib import Path
 from typing import Any
@@ -66,11 +69,28 @@ def _reason(err: BaseException) -> str:
     return f"{type(err).__name__}: {text}"
 
 
-class _DropOrbaxTracebacks(logging.Filter):
-    """Drop orbax's logged exceptions: the ``Checkpointer`` raises them itself, once."""
+class _QuietOrbaxFailures(logging.Filter):
+    """While installed, drop orbax's logged exceptions (the ``Checkpointer`` raises them
+    itself, once) and the unraisable "Event loop is closed" errors of the tensorstore
+    callbacks left behind by a failed restore or save (others go to the previous hook)."""
+
+    def install(self) -> None:
+        logging.getLogger("absl").addFilter(self)
+        self._previous_hook = sys.unraisablehook
+        sys.unraisablehook = self._unraisable
+
+    def remove(self) -> None:
+        logging.getLogger("absl").removeFilter(self)
+        if sys.unraisablehook == self._unraisable:
+            sys.unraisablehook = self._previous_hook
 
     def filter(self, record: logging.LogRecord) -> bool:
         return not (record.exc_info and "orbax" in record.pathname)
+
+    def _unraisable(self, unraisable) -> None:
+        error = unraisable.exc_value
+        if not (isinstance(error, RuntimeError) and str(error) == "Event loop is closed"):
+            self._previous_hook(unraisable)
 
 
 def _key_name(entry) -> str:
@@ -118,8 +138,8 @@ class Checkpointer:
             self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
         self._saving: int | None = None     # the step of the save in flight
         self._failed = False                # a failed save was reported
-        self._log_filter = _DropOrbaxTracebacks()
-        logging.getLogger("absl").addFilter(self._log_filter)
+        self._quiet = _QuietOrbaxFailures()
+        self._quiet.install()
 
     def save(self, step: int, state: PyTree) -> None:
         """Start saving ``state`` as checkpoint ``step`` (returns once the arrays are copied);
@@ -234,7 +254,7 @@ class Checkpointer:
                 if not self._failed:  # else orbax raises the reported failure again
                     raise
         finally:
-            logging.getLogger("absl").removeFilter(self._log_filter)
+            self._quiet.remove()
 
     def __enter__(self) -> "Checkpointer":
         return self

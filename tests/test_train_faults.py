@@ -97,6 +97,19 @@ def test_resume_refuses_changes_of_the_trajectory_naming_each_key(run_copy, monk
         train_and_evaluate(small_config(), run_copy, allow_changes=["train.lerning_rate"])
 
 
+def test_a_workdir_without_checkpoints_starts_over_with_any_config(tmp_path, monkeypatch):
+    resume.record_config(small_config(), tmp_path, [], None)   # a run that stopped before its first save
+
+    class Built(Exception):
+        pass
+
+    def experiment(config):
+        raise Built
+    monkeypatch.setattr(loop, "Experiment", experiment)
+    with pytest.raises(Built):                                  # no refusal: nothing to continue
+        train_and_evaluate(small_config(seed=3, batch_size=8), tmp_path)
+
+
 def test_allowed_and_free_changes_resume_and_are_recorded(run_copy, capsys):
     changed = apply_overrides(small_config(), {"optimizer.learning_rate": 2e-3, "train.steps": 6})
     train_and_evaluate(changed, run_copy, allow_changes=["optimizer"])

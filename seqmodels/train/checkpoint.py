@@ -127,6 +127,13 @@ def _abstract_savable(leaf):
     return jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=getattr(leaf, "sharding", None))
 
 
+def finished_steps(directory: str | Path) -> list[int]:
+    """The steps of the complete checkpoints in ``directory`` (read from the folder names,
+    without opening anything; orbax names a finished checkpoint by its step)."""
+    directory = Path(directory)
+    return sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit()) if directory.is_dir() else []
+
+
 class Checkpointer:
     """Keep the last ``keep`` checkpoints of a run under ``directory``."""
 

@@ -79,7 +79,7 @@ from .. import layers, scans
 from ..models import ImageModel, SequenceModel, VideoModel
 from ..tasks import Task, build_task
 from . import resume
-from .checkpoint import Checkpointer
+from .checkpoint import Checkpointer, finished_steps
 from .config import Config, ConfigError, to_json, validate
 from .optim import learning_rate_schedule, make_optimizer
 from .writers import (METRICS_FILE, PLOT_FILE, JsonlWriter, MultiWriter, NullWriter, Progress,
@@ -484,7 +484,8 @@ def train_and_evaluate(config: Config, workdir: str | Path, *, allow_changes: Se
     primary = jax.process_index() == 0
     say = print if primary else (lambda *a, **k: None)
     say(f"config:\n{to_json(config)}", flush=True)
-    changes = resume.check_config(config, workdir, allow_changes)
+    changes = resume.check_config(config, workdir, allow_changes,
+                                  resuming=bool(finished_steps(workdir / CHECKPOINT_DIR)))
     exp = Experiment(config)
     train = config.train
     say(f"devices: {jax.device_count()} ({jax.devices()[0].platform}), mesh {dict(exp.mesh.shape)}, "
@@ -502,7 +503,7 @@ def train_and_evaluate(config: Config, workdir: str | Path, *, allow_changes: Se
         if changes:
             say("config changes from the saved config: " + "; ".join(c.describe() for c in changes), flush=True)
         if primary:
-            resume.record_config(config, workdir, changes, start)
+            resume.record_config(config, workdir, changes, start if restored else None)
             writers = [JsonlWriter(workdir / METRICS_FILE, resume_step=start if restored else None)]
             if train.tensorboard:
                 writers.append(TensorBoardWriter(workdir / "tensorboard"))

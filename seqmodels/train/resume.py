@@ -1,8 +1,8 @@
 """Resuming a run: the config that resumes it against the config it was trained with.
 
 A run directory holds ``config.json``, the config the run trains with now. Resuming
-(``train_and_evaluate`` on a directory that has one) compares the new config with it
-key by key (dotted keys, ``optimizer.learning_rate``, ``model.mixer_options.num_heads``;
+(``train_and_evaluate`` on a directory with checkpoints) compares the new config with
+it key by key (dotted keys, ``optimizer.learning_rate``, ``model.mixer_options.num_heads``;
 mixer and task options completed with their defaults, so naming a default is no
 change):
 
@@ -24,7 +24,8 @@ alters the updates, i.e. was allowed explicitly). ``config.json`` is then rewrit
 with the new config, so ``seqmodels train DIR/config.json`` continues the run as it
 is now configured and ``seqmodels eval DIR/config.json`` evaluates it; the original
 config is ``config.json`` with the ``old`` values of ``config_changes.jsonl`` put
-back, newest first.
+back, newest first. A directory without checkpoints has no run to continue: training
+there starts over with the new config, and forgets the old one and its history.
 """
 
 from __future__ import annotations
@@ -141,12 +142,14 @@ def saved_config(workdir: Path) -> Config | None:
                           f"--workdir") from err
 
 
-def check_config(config: Config, workdir: str | Path, allow_changes: Sequence[str] = ()) -> list[Change]:
-    """The accepted changes from ``workdir``'s saved config to ``config`` (see the module
-    docstring); raises ``ConfigError`` naming every refused change."""
+def check_config(config: Config, workdir: str | Path, allow_changes: Sequence[str] = (), *,
+                 resuming: bool = True) -> list[Change]:
+    """The accepted changes from ``workdir``'s saved config to ``config`` when ``resuming``
+    from a checkpoint there (see the module docstring); raises ``ConfigError`` naming every
+    refused change."""
     workdir = Path(workdir)
     allow_changes = [allow_changes] if isinstance(allow_changes, str) else list(allow_changes)
-    old = saved_config(workdir)
+    old = saved_config(workdir) if resuming else None
     _check_allow_changes(allow_changes, list(flat_config(config)) + (list(flat_config(old)) if old else []))
     if old is None:
         return []
@@ -163,12 +166,15 @@ def check_config(config: Config, workdir: str | Path, allow_changes: Sequence[st
     return changes
 
 
-def record_config(config: Config, workdir: str | Path, changes: Sequence[Change], step: int) -> None:
+def record_config(config: Config, workdir: str | Path, changes: Sequence[Change], step: int | None) -> None:
     """Append ``changes`` (accepted when resuming from checkpoint ``step``) to
-    ``config_changes.jsonl`` and write ``config`` as the run's ``config.json``."""
+    ``config_changes.jsonl`` and write ``config`` as the run's ``config.json``;
+    ``step=None``: the run starts over, its history is removed."""
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    if changes:
+    if step is None:
+        (workdir / CHANGES_FILE).unlink(missing_ok=True)
+    elif changes:
         time = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
         with (workdir / CHANGES_FILE).open("a") as log:
             for change in changes:

@@ -143,12 +143,15 @@ def test_cli_refuses_a_changed_seed_in_one_line_and_passes_allow_change(run_copy
 # 2. damaged checkpoints
 
 
-def damage(workdir: Path, step: int) -> None:
-    """Truncate every data file of checkpoint ``step`` to half its size."""
+def damage(workdir: Path, step: int, how: str = "truncate") -> None:
+    """Truncate every data file of checkpoint ``step`` to half its size, or overwrite its
+    second half with other bytes."""
     files = [p for p in (workdir / "checkpoints" / str(step)).rglob("*") if p.is_file() and p.parent.name == "d"]
     assert files, "no data files found in the checkpoint"
     for path in files:
-        path.write_bytes(path.read_bytes()[:path.stat().st_size // 2])
+        data = path.read_bytes()
+        half = data[:len(data) // 2]
+        path.write_bytes(half if how == "truncate" else half + bytes(255 - b for b in data[len(half):]))
 
 
 def test_a_damaged_latest_checkpoint_is_skipped_with_a_warning(run_copy, capsys):
@@ -170,7 +173,7 @@ def test_no_usable_checkpoint_is_one_error_naming_each(run_copy, monkeypatch):
     with pytest.warns(DamagedCheckpointWarning, match="step 4"):
         step, _ = load_state(small_config(), run_copy)          # evaluation falls back too, moving nothing
     assert step == 2 and (run_copy / "checkpoints" / "4").is_dir()
-    damage(run_copy, 2)
+    damage(run_copy, 2, how="overwrite")
     with pytest.raises(DamagedCheckpointError) as error:
         load_state(small_config(), run_copy)
     message = str(error.value)

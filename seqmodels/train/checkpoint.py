@@ -16,15 +16,15 @@ Faults. A save runs in orbax's background thread; when it fails (a full disk: an
 ``OSError`` with ``ENOSPC``) the next ``check``, ``save``, ``wait`` or ``close``
 removes the half-written ``*.orbax-checkpoint-tmp*`` folder and raises one
 ``CheckpointSaveError`` naming the step, the cause and the checkpoints still intact.
-orbax's own tracebacks of that failure are kept out of the log (the error chains the
-original exception), and so are the "Event loop is closed" errors that tensorstore's
-callbacks raise, one per pending read or write, once orbax has abandoned a failed
-restore or save (``_QuietOrbaxFailures``). ``restore_latest`` skips a damaged checkpoint (a truncated or
-overwritten file: orbax and tensorstore raise while reading it) with a
-``DamagedCheckpointWarning`` naming it and restores the one before; with
-``set_aside_damaged=True`` the skipped folders move to ``<directory>_damaged/`` so
-the run can save those steps again. When none restores, ``DamagedCheckpointError``
-names every checkpoint and why it failed.
+``restore_latest`` skips a damaged checkpoint (a truncated or overwritten file: orbax
+and tensorstore raise while reading it) with a ``DamagedCheckpointWarning`` naming it
+and restores the one before; with ``set_aside_damaged=True`` the skipped folders move
+to ``<directory>_damaged/`` so the run can save those steps again. When none
+restores, ``DamagedCheckpointError`` names every checkpoint and why it failed. While
+a ``Checkpointer`` is open, orbax's own logged tracebacks of such failures are
+dropped (the errors above chain the original exception), and so are the unraisable
+"Event loop is closed" errors that tensorstore's callbacks raise, one per pending
+read or write, once orbax has abandoned a failed restore or save.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "checkpoint": ("Checkpointer",),
+    "checkpoint": ("CheckpointError", "CheckpointSaveError", "Checkpointer", "DamagedCheckpointError"),
     "config": ("Config", "ConfigError", "MeshConfig", "ModelConfig", "OptimizerConfig", "TaskConfig",
                "TrainConfig", "apply_overrides", "load_config"),
     "inference": ("load_model",),

@@ -67,6 +67,9 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--workdir", metavar="DIR", help="run directory (default: runs/<config name>)")
     train.add_argument("--print-config", action="store_true",
                        help="print the whole config as JSON before training (default: a short summary)")
+    train.add_argument("--allow-change", action="append", default=[], metavar="KEY",
+                       help="when resuming, accept a changed KEY (or section, or 'all') that alters "
+                            "the run's updates; repeatable (recorded in DIR/config_changes.jsonl)")
 
     evaluate = commands.add_parser(
         "eval", parents=[common], help="evaluate the latest checkpoint of a run", epilog=OVERRIDES_HELP,
@@ -118,7 +121,7 @@ def _train(args, overrides) -> None:
     workdir = Path(args.workdir) if args.workdir else Path("runs") / Path(args.config).stem
     _check_workdir(workdir)
     from .loop import train_and_evaluate
-    train_and_evaluate(config, workdir, print_config=args.print_config)
+    train_and_evaluate(config, workdir, print_config=args.print_config, allow_changes=args.allow_change)
 
 
 def _describe_differences(keys: list[str], given, run) -> str:

@@ -49,18 +49,24 @@ part in checkpoints (orbax's multi-process mode).
 
 Failure. A non-finite loss or gradient norm stops the run with
 ``NonFiniteLossError`` naming the step; state is checked before every checkpoint,
-so the last checkpoint on disk is always a good one.
+so the last checkpoint on disk is always a good one. A failed checkpoint save (a full
+disk) stops the run at the next step with ``CheckpointSaveError``, its partial files
+removed; a damaged checkpoint is skipped when resuming (``checkpoint.py``).
+
+Resuming. A run resumes from the newest checkpoint in its workdir; the new config is
+compared with the run's ``config.json`` key by key, and a change that would alter
+the updates is refused unless ``allow_changes`` names it; accepted changes are
+recorded in ``config_changes.jsonl`` (``resume.py``).
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -72,15 +78,15 @@ from jax.sharding import NamedSharding, PartitionSpec
 from .. import layers, scans
 from ..models import ImageModel, SequenceModel, VideoModel
 from ..tasks import Task, build_task
-from .checkpoint import Checkpointer
-from .config import Config, ConfigError, ModelConfig, to_dict, to_json, validate
+from . import resume
+from .checkpoint import Checkpointer, finished_steps
+from .config import Config, ConfigError, ModelConfig, to_json, validate
 from .optim import learning_rate_schedule, make_optimizer
 from .writers import (METRICS_FILE, PLOT_FILE, JsonlWriter, MultiWriter, NullWriter, Progress,
                       TensorBoardWriter, config_summary, format_metrics, plot_metrics)
 
 AUX_LOSS = "aux_loss"
 EVAL_SEED = 0
-CONFIG_FILE = "config.json"
 CHECKPOINT_DIR = "checkpoints"
 # flush device metrics (and check them for NaN) at least this often
 MAX_PENDING_STEPS = 100
@@ -480,8 +486,19 @@ def _check_finite(pending: list[tuple[int, dict]], ckpt: Checkpointer) -> list[t
     return [(step, metrics) for (step, _), metrics in zip(pending, fetched)]
 
 
-def _train_summary(exp: Experiment, fetched: list[tuple[int, dict]], step: int, rate: float) -> dict[str, float]:
-    mean = {key: float(np.mean([m[key] for _, m in fetched])) for key in fetched[0][1]}
+def _add_step_metrics(sums: dict[str, float], fetched: list[tuple[int, dict]]) -> dict[str, float]:
+    """``sums`` of step metrics (and their number of ``steps``) with ``fetched`` added."""
+    sums = dict(sums)
+    for _, metrics in fetched:
+        for key, value in metrics.items():
+            sums[key] = sums.get(key, 0.0) + float(value)
+        sums["steps"] = sums.get("steps", 0) + 1
+    return sums
+
+
+def _train_summary(exp: Experiment, sums: dict[str, float], step: int, rate: float) -> dict[str, float]:
+    """The means of the step metrics over the logging interval (``sums``), and ``rate``."""
+    mean = {key: value / sums["steps"] for key, value in sums.items() if key != "steps"}
     summary = {"train/loss": mean["loss"], f"train/{exp.task.metric}": mean["metric"]}
     if mean["aux_loss"] != 0:
         summary["train/aux_loss"] = mean["aux_loss"]
@@ -494,24 +511,13 @@ def _every(step: int, period: int) -> bool:
     return period > 0 and step % period == 0
 
 
-def _prepare_workdir(config: Config, workdir: Path, primary: bool) -> None:
-    """Write ``config.json``; refuse a workdir that holds a run of another model or task."""
-    path = workdir / CONFIG_FILE
-    new = to_dict(config)
-    if path.exists():
-        old = json.loads(path.read_text())
-        for section in ("model", "task"):
-            if old.get(section) != json.loads(json.dumps(new[section])):
-                raise ConfigError(f"{workdir} holds a run with a different {section} config "
-                                  f"({old.get(section)}); use another --workdir")
-    if primary:
-        workdir.mkdir(parents=True, exist_ok=True)
-        path.write_text(to_json(config) + "\n")
-
-
-def train_and_evaluate(config: Config, workdir: str | Path, *, print_config: bool = False) -> dict[str, float]:
+def train_and_evaluate(config: Config, workdir: str | Path, *, print_config: bool = False,
+                       allow_changes: Sequence[str] = ()) -> dict[str, float]:
     """Train ``config`` in ``workdir`` (resuming from its latest checkpoint if any), then
     evaluate; returns the final evaluation metrics (and ``"chance"``).
+
+    ``allow_changes``: config keys (or sections, or ``"all"``) that may differ from the
+    run's saved config when resuming although they alter the updates (``resume.py``).
 
     Prints a few-line summary of the config first (``config_summary``), or the whole
     config as JSON with ``print_config=True``; ``workdir/config.json`` always holds all of it.
@@ -521,9 +527,10 @@ def train_and_evaluate(config: Config, workdir: str | Path, *, print_config: boo
     workdir = Path(workdir).absolute()
     primary = jax.process_index() == 0
     say = print if primary else (lambda *a, **k: None)
+    changes = resume.check_config(config, workdir, allow_changes,
+                                  resuming=bool(finished_steps(workdir / CHECKPOINT_DIR)))
     say(f"config:\n{to_json(config)}" if print_config else config_summary(config), flush=True)
     exp = Experiment(config)
-    _prepare_workdir(config, workdir, primary)
     train = config.train
     say(f"devices: {jax.device_count()} ({jax.devices()[0].platform}), mesh {dict(exp.mesh.shape)}, "
         f"processes: {jax.process_count()}; workdir: {workdir}", flush=True)
@@ -531,20 +538,24 @@ def train_and_evaluate(config: Config, workdir: str | Path, *, print_config: boo
     ckpt = Checkpointer(workdir / CHECKPOINT_DIR, keep=train.keep_checkpoints)
     writer, progress = NullWriter(), None
     try:
-        restored = ckpt.restore_latest(exp.abstract_state())
+        restored = ckpt.restore_latest(exp.abstract_state(), set_aside_damaged=True)
         if restored is None:
             state, start = exp.init_state(), 0
         else:
             start, state = restored
             say(f"resuming from the checkpoint of step {start}", flush=True)
+        if changes:
+            say("config changes from the saved config: " + "; ".join(c.describe() for c in changes), flush=True)
         if primary:
+            resume.record_config(config, workdir, changes, start if restored else None)
             writers = [JsonlWriter(workdir / METRICS_FILE, resume_step=start if restored else None)]
             if train.tensorboard:
                 writers.append(TensorBoardWriter(workdir / "tensorboard"))
             writer = MultiWriter(writers)
         progress = Progress(train.steps, start, enabled=primary)
 
-        pending: list[tuple[int, dict]] = []
+        pending: list[tuple[int, dict]] = []    # step metrics still on the device
+        interval: dict[str, float] = {}         # sums of the step metrics since the last log
         last_time, last_step = time.perf_counter(), start
         for step in range(start + 1, train.steps + 1):
             state, metrics = exp.train_step(state, exp.device_batch("train", step - 1))
@@ -552,16 +563,17 @@ def train_and_evaluate(config: Config, workdir: str | Path, *, print_config: boo
                 jax.block_until_ready(metrics)
                 progress.start(step)
             pending.append((step, metrics))
+            ckpt.check()
             final = step == train.steps
             log, save = _every(step, train.log_every) or final, _every(step, train.checkpoint_every) or final
             evaluate = _every(step, train.eval_every) and not final
             if log or save or evaluate or len(pending) >= MAX_PENDING_STEPS:
-                fetched = _check_finite(pending, ckpt)
+                interval = _add_step_metrics(interval, _check_finite(pending, ckpt))
                 pending = []
                 if log:
                     now = time.perf_counter()
-                    summary = _train_summary(exp, fetched, step, (step - last_step) / max(now - last_time, 1e-9))
-                    last_time, last_step = now, step
+                    summary = _train_summary(exp, interval, step, (step - last_step) / max(now - last_time, 1e-9))
+                    last_time, last_step, interval = now, step, {}
                     writer.write(step, summary)
                     progress.update(step, {k.split("/", 1)[1]: v for k, v in summary.items()
                                            if k.split("/", 1)[1] in ("loss", exp.task.metric)})

@@ -127,7 +127,7 @@ def test_allowed_and_free_changes_resume_and_are_recorded(run_copy, capsys):
 
 def test_cli_refuses_a_changed_seed_in_one_line_and_passes_allow_change(run_copy, monkeypatch, capsys):
     config_json = str(run_copy / "config.json")
-    assert cli.main(["train", config_json, "--workdir", str(run_copy), "--train.seed", "5"]) == 1
+    assert cli.main(["train", config_json, "--workdir", str(run_copy), "--train.seed", "5"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("seqmodels: error:") and "train.seed: 0 -> 5" in err
 
@@ -136,7 +136,7 @@ def test_cli_refuses_a_changed_seed_in_one_line_and_passes_allow_change(run_copy
     argv = ["train", config_json, "--workdir", str(run_copy), "--allow-change", "train.seed",
             "--train.seed", "5", "--allow-change=optimizer"]
     assert cli.main(argv) == 0
-    assert seen == {"allow_changes": ["train.seed", "optimizer"]}
+    assert seen["allow_changes"] == ["train.seed", "optimizer"]
 
 
 # ---------------------------------------------------------------------------------

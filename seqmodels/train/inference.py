@@ -21,7 +21,8 @@ from flax import nnx
 
 from ..tasks import build_task
 from .config import Config, ConfigError, MeshConfig, load_config
-from .loop import CHECKPOINT_DIR, CONFIG_FILE, build_model, evaluation_view, load_state
+from .loop import CHECKPOINT_DIR, build_model, evaluation_view, load_state
+from .resume import CONFIG_FILE
 
 
 def run_config(workdir: str | Path) -> Config:

@@ -1,0 +1,222 @@
+"""File-backed data sets: each loader reads tiny files written in the published format,
+draws batches by index (shards included), reports missing or malformed folders in one
+message, and every ``configs/paper`` config trains, evaluates and resumes on them."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import file_formats as formats
+from seqmodels.tasks import build_task
+from seqmodels.tasks.files import DatasetFilesError
+from seqmodels.tasks.files.images import CIFAR_MEAN, CIFAR_STD, PSMNIST_SEED
+from seqmodels.tasks.files.text import BYTE_END, END, LISTOPS_TOKENS
+
+
+@pytest.fixture(autouse=True)
+def cache_in_tmp(tmp_path, monkeypatch):
+    monkeypatch.setenv("SEQMODELS_CACHE", str(tmp_path / "cache"))
+
+
+def rng():
+    return np.random.default_rng(0)
+
+
+def all_rows(task, split):
+    """Every row of an evaluation split as one batch."""
+    return task.batch(split, 0, task.eval_size(split), 0)
+
+
+def test_cifar10_decodes_planes_and_holds_out_validation(tmp_path):
+    written = formats.write_cifar10(tmp_path, rng(), per_batch=4)
+    task = build_task("cifar10", data_dir=str(tmp_path))
+    assert task.io().input_dim == 3 and task.io().output_dim == 10
+    test = all_rows(task, "test")
+    hwc, labels = written["test_batch"]
+    np.testing.assert_allclose(test["inputs"], (hwc / 255.0 - CIFAR_MEAN) / CIFAR_STD, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(test["targets"], labels)
+    assert task.eval_size("val") == 2 and len(task.rows("train")[1]) == 18          # 10% of 20 held out
+    gray = build_task("cifar10", data_dir=str(tmp_path), grayscale=True)
+    first = gray.batch("test", 0, 1, 0)["inputs"][0, 5, 7, 0]
+    expected = (hwc[0, 5, 7] / 255.0 @ np.array([0.2989, 0.587, 0.114]) - 122.6 / 255) / (61.0 / 255)
+    assert gray.batch("test", 0, 1, 0)["inputs"].shape == (1, 32, 32, 1)
+    np.testing.assert_allclose(first, expected, rtol=1e-5)
+
+
+def test_mnist_reads_gzipped_and_plain_idx_and_permutes(tmp_path):
+    written = formats.write_mnist(tmp_path, rng(), train=20, test=6, gz=True)
+    task = build_task("mnist", data_dir=str(tmp_path))
+    test = task.batch("test", 0, 8, 0)
+    images, labels = written["t10k"]
+    np.testing.assert_allclose(test["inputs"][:6, ..., 0], images / 255.0, rtol=1e-6)
+    np.testing.assert_array_equal(test["weights"], [1] * 6 + [0] * 2)                 # padded tail
+    np.testing.assert_array_equal(test["targets"][:6], labels)
+    permuted = build_task("mnist", data_dir=str(tmp_path), permute=True).batch("test", 0, 6, 0)["inputs"]
+    order = np.random.RandomState(PSMNIST_SEED).permutation(784)
+    np.testing.assert_allclose(permuted[:, :, 0], (images.reshape(6, 784) / 255.0)[:, order], rtol=1e-6)
+
+
+def test_lra_listops_tokens_and_padding(tmp_path):
+    written = formats.write_lra_listops(tmp_path, rng())
+    task = build_task("lra_listops", data_dir=str(tmp_path), max_length=16)
+    batch = task.batch("val", 0, 6, 0)
+    index = {t: i for i, t in enumerate(LISTOPS_TOKENS)}
+    source, target = written["val"][0]
+    words = source.replace("(", "").replace(")", "").replace("]", "X").split()
+    expected = [index[w] for w in words] + [END]
+    np.testing.assert_array_equal(batch["inputs"][0, :len(expected)], expected)
+    assert (batch["inputs"][0, len(expected):] == 0).all()
+    assert batch["targets"][0] == target and task.io().vocab_size == len(LISTOPS_TOKENS)
+    short = build_task("lra_listops", data_dir=str(tmp_path), max_length=4).batch("val", 0, 1, 0)["inputs"]
+    np.testing.assert_array_equal(short[0], expected[:3] + [END])                      # cut, then the end token
+
+
+def test_lra_text_bytes_and_labels(tmp_path):
+    written = formats.write_lra_text(tmp_path, rng())
+    task = build_task("lra_text", data_dir=str(tmp_path), max_length=64)
+    batch = task.batch("test", 0, 6, 0)
+    text = written[("test", "neg", 0)]                                                # neg sorted first
+    expected = [b + 1 for b in text[:63]] + [BYTE_END]
+    np.testing.assert_array_equal(batch["inputs"][0, :len(expected)], expected)
+    np.testing.assert_array_equal(batch["targets"], [0, 0, 0, 1, 1, 1])
+    assert task.eval_splits() == ("test",)
+
+
+def test_lra_retrieval_pairs(tmp_path):
+    written = formats.write_lra_retrieval(tmp_path, rng())
+    task = build_task("lra_retrieval", data_dir=str(tmp_path), max_length=32)
+    batch = task.batch("test", 0, 6, 0)
+    label, _, _, text1, text2 = written["test"][2]
+    assert batch["inputs"].shape == (6, 2, 32) and batch["targets"][2] == label
+    for doc, text in ((0, text1), (1, text2)):
+        expected = [b + 1 for b in text.encode()] + [BYTE_END]
+        np.testing.assert_array_equal(batch["inputs"][2, doc, :len(expected)], expected)
+
+
+def test_lra_pathfinder_reads_metadata_and_pngs(tmp_path):
+    written = formats.write_lra_pathfinder(tmp_path, rng(), count=10)
+    task = build_task("lra_pathfinder", data_dir=str(tmp_path), resolution=32)
+    sizes = {s: len(task.rows(s)[1]) for s in ("train", "val", "test")}
+    assert sizes == {"train": 8, "val": 1, "test": 1}
+    inputs, labels = task.rows("train")
+    rows = task.rows("train")[0].rows
+    np.testing.assert_array_equal(np.asarray(labels), written["labels"][rows])
+    batch = task.batch("val", 0, 1, 0)
+    row = task.rows("val")[0].rows[0]
+    np.testing.assert_allclose(batch["inputs"][0, ..., 0], written["images"][row] / 127.5 - 1, atol=1e-6)
+
+
+def test_speech_commands_splits_by_lists_and_pads(tmp_path):
+    clips = formats.write_speech_commands(tmp_path, rng(), per_word=3, length=12000)
+    task = build_task("speech_commands", data_dir=str(tmp_path))
+    assert {s: task.eval_size(s) if s != "train" else len(task.rows(s)[1]) for s in ("train", "val", "test")} \
+        == {"train": 10, "val": 10, "test": 10}
+    batch = task.batch("val", 0, 2, 0)
+    assert batch["inputs"].shape == (2, 16000, 1)
+    np.testing.assert_allclose(batch["inputs"][1, :12000, 0], clips["no/speaker0_nohash_0.wav"] / 32768.0)
+    assert (batch["inputs"][1, 12000:] == 0).all() and list(batch["targets"]) == [0, 1]
+    half = build_task("speech_commands", data_dir=str(tmp_path), stride=2).batch("val", 0, 2, 0)["inputs"]
+    np.testing.assert_array_equal(half, batch["inputs"][:, ::2])
+
+
+def test_moving_mnist_bounces_real_digits_and_reads_the_test_file(tmp_path):
+    written = formats.write_moving_mnist(tmp_path, rng(), videos=4)
+    task = build_task("moving_mnist", data_dir=str(tmp_path), frames=30, num_digits=2)
+    train = task.batch("train", 3, 2, 5)
+    assert train["inputs"].shape == (2, 30, 64, 64, 1)
+    np.testing.assert_array_equal(train["targets"][:, :-1], train["inputs"][:, 1:])
+    assert (train["weights"][:, -1] == 0).all() and (train["weights"][:, :-1] == 1).all()
+    assert train["inputs"].max() <= 1 and train["inputs"].sum(axis=(2, 3, 4)).min() > 0      # digits in every frame
+    np.testing.assert_array_equal(train["inputs"], task.batch("train", 3, 2, 5)["inputs"])
+    test = task.batch("test", 0, 4, 0)
+    np.testing.assert_allclose(test["inputs"][2, :, :, :, 0], written["test"][:, 2] / 255.0)
+
+
+def test_text_bytes_splits_windows_and_eval_order(tmp_path):
+    data = formats.write_text_bytes(tmp_path, rng(), sizes=(3000, 600, 600))
+    task = build_task("text_bytes", data_dir=str(tmp_path), seq_len=64, train_bytes=3000, valid_bytes=600,
+                      test_bytes=600)
+    assert task.eval_size("test") == math.floor(599 / 64)
+    test = task.batch("test", 1, 2, 0)
+    start = 3600 + 64 * 2
+    np.testing.assert_array_equal(test["inputs"][0], np.frombuffer(data[start:start + 64], np.uint8))
+    np.testing.assert_array_equal(test["targets"][0], np.frombuffer(data[start + 1:start + 65], np.uint8))
+    train = task.batch("train", 7, 4, 1)
+    np.testing.assert_array_equal(train["inputs"][:, 1:], train["targets"][:, :-1])
+
+
+def test_image_folder_decodes_png_and_jpeg(tmp_path):
+    written = formats.write_image_folder(tmp_path, rng())
+    task = build_task("image_folder", data_dir=str(tmp_path), image_size=12)
+    assert task.io().output_dim == 2 and task.eval_splits() == ("val",)
+    batch = task.batch("val", 0, 6, 0)
+    assert batch["inputs"].shape == (6, 12, 12, 3)
+    np.testing.assert_array_equal(batch["targets"], [0, 0, 0, 1, 1, 1])
+    png_same_size = written[("val", "cat", 2)]                                      # 12×12, lossless
+    np.testing.assert_allclose(batch["inputs"][2], png_same_size / 255.0, rtol=1e-6)
+
+
+def test_shards_concatenate_to_the_global_batch(tmp_path):
+    formats.write_mnist(tmp_path, rng())
+    task = build_task("mnist", data_dir=str(tmp_path))
+    for split in ("train", "test"):
+        whole = task.batch(split, 2, 8, 3)
+        parts = [task.batch(split, 2, 8, 3, shard=(p, 4)) for p in range(4)]
+        for key in whole:
+            np.testing.assert_array_equal(np.concatenate([p[key] for p in parts]), whole[key])
+    with pytest.raises(ValueError, match="shard"):
+        task.batch("train", 0, 6, 0, shard=(0, 4))
+
+
+def test_cache_is_decoded_once_and_rebuilt_when_files_change(tmp_path, monkeypatch):
+    from seqmodels.tasks.files import pipeline
+    formats.write_lra_listops(tmp_path / "d", rng())
+    task = build_task("lra_listops", data_dir=str(tmp_path / "d"), max_length=16)
+    assert task.eval_size("val") == 6
+    assert len(list((tmp_path / "cache").glob("lra_listops-*"))) == 1
+    assert not list((tmp_path / "cache").glob(".partial-*"))
+    decode = type(task).decode
+    monkeypatch.setattr(pipeline, "_OPENED", {})                                   # a new process
+    monkeypatch.setattr(type(task), "decode", lambda self, folder: pytest.fail("decoded twice"))
+    assert task.eval_size("val") == 6                                               # read from the cache
+    with open(tmp_path / "d" / "basic_val.tsv", "a") as f:
+        f.write("( [MAX 1 2 ] )\t2\n")
+    monkeypatch.setattr(pipeline, "_OPENED", {})
+    monkeypatch.setattr(type(task), "decode", decode)
+    assert task.eval_size("val") == 7                                               # the changed file is decoded
+    assert len(list((tmp_path / "cache").glob("lra_listops-*"))) == 2
+
+
+MALFORMED = {
+    "cifar10": lambda d: (d / "cifar-10-batches-py").mkdir(parents=True) or
+    [(d / "cifar-10-batches-py" / f).write_bytes(b"not a pickle") for f in
+     [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]],
+    "mnist": lambda d: d.mkdir() or [(d / f).write_bytes(b"\0\0\x08\x01" + b"\0" * 8) for f in
+                                     ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
+                                      "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")],
+    "lra_listops": lambda d: d.mkdir() or [(d / f"basic_{s}.tsv").write_text("Input\tOutput\n1\t2\n")
+                                           for s in ("train", "val", "test")],
+    "speech_commands": lambda d: formats.write_speech_commands(d, rng(), per_word=3) and
+    (d / "yes" / "speaker0_nohash_0.wav").write_bytes(b"RIFF0000WAVEjunk"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(MALFORMED))
+def test_missing_and_malformed_folders_raise_one_clear_error(name, tmp_path):
+    with pytest.raises(DatasetFilesError, match=f"task '{name}'.*{tmp_path / 'absent'}.*published at"):
+        build_task(name, data_dir=str(tmp_path / "absent")).io()
+    MALFORMED[name](tmp_path / "bad")
+    with pytest.raises(DatasetFilesError, match="expected .*published at") as err:
+        build_task(name, data_dir=str(tmp_path / "bad")).io()
+    assert "\n" not in str(err.value)
+
+
+def test_missing_file_is_named(tmp_path):
+    formats.write_mnist(tmp_path, rng())
+    (tmp_path / "t10k-labels-idx1-ubyte").unlink()
+    with pytest.raises(DatasetFilesError, match="missing t10k-labels-idx1-ubyte"):
+        build_task("mnist", data_dir=str(tmp_path)).io()

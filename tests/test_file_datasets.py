@@ -220,3 +220,109 @@ def test_missing_file_is_named(tmp_path):
     (tmp_path / "t10k-labels-idx1-ubyte").unlink()
     with pytest.raises(DatasetFilesError, match="missing t10k-labels-idx1-ubyte"):
         build_task("mnist", data_dir=str(tmp_path)).io()
+
+
+# ---------------------------------------------------------------------------------
+# every paper config: 2 training steps and an evaluation on tiny files, the model shrunk
+
+PAPER = Path(__file__).resolve().parents[1] / "configs" / "paper"
+SHRINK = {"model.d_model": 8, "model.n_layers": 1, "model.mlp_ratio": 1, "train.steps": 2,
+          "train.batch_size": 2, "train.log_every": 1, "train.eval_every": 0, "train.checkpoint_every": 0,
+          "train.eval_batches": 1, "train.plot": False, "optimizer.warmup_steps": 1}
+# per config: (writer, overrides that shrink its data and mixer)
+PAPER_CASES = {
+    "s4_scifar": (formats.write_cifar10, {"model.mixer_options.state_size": 4}),
+    "s4_lra_image": (formats.write_cifar10, {"model.mixer_options.state_size": 4}),
+    "s4_lra_listops": (formats.write_lra_listops, {"task.options.max_length": 16, "model.mixer_options.l_max": 16}),
+    "s4_lra_text": (formats.write_lra_text, {"task.options.max_length": 32, "model.mixer_options.l_max": 32}),
+    "s4_lra_retrieval": (formats.write_lra_retrieval, {"task.options.max_length": 16,
+                                                        "model.mixer_options.l_max": 32}),
+    "s4_lra_pathfinder": (formats.write_lra_pathfinder, {"model.mixer_options.state_size": 4}),
+    "s4_lra_pathx": (formats.write_lra_pathfinder, {"task.options.resolution": 32, "model.mixer_options.l_max": 1024,
+                                                    "model.mixer_options.state_size": 4}),
+    "s4_speech_commands": (formats.write_speech_commands, {"task.options.subset": "sc10", "task.options.stride": 16,
+                                                           "model.mixer_options.l_max": 1000,
+                                                           "model.mixer_options.state_size": 4}),
+    "s5_lra_listops": (formats.write_lra_listops, {"task.options.max_length": 16}),
+    "lssl_psmnist": (formats.write_mnist, {"model.mixer_options.state_size": 4}),
+    "convs5_moving_mnist": (formats.write_moving_mnist, {"task.options.frames": 3, "model.mixer_options.state_size": 4}),
+    "routing_enwik8": (lambda d, r: formats.write_text_bytes(d, r, sizes=(400, 100, 100)),
+                       {"task.options.seq_len": 16, "task.options.train_bytes": 400, "task.options.valid_bytes": 100,
+                        "task.options.test_bytes": 100, "model.mixer_options.window": 8,
+                        "model.mixer_options.num_clusters": 2, "model.mixer_options.num_heads": 2,
+                        "model.mixer_options.local_heads": 1}),
+}
+
+
+@pytest.fixture
+def fast_compile():
+    """Cheaper XLA compiles (these tests check plumbing, not numerics)."""
+    import jax
+    jax.config.update("jax_disable_most_optimizations", True)
+    yield
+    jax.config.update("jax_disable_most_optimizations", False)
+
+
+def shrunk_paper_config(name: str, data: Path, **extra):
+    from seqmodels.train import apply_overrides, load_config
+    write, overrides = PAPER_CASES[name]
+    write(data, rng())
+    return apply_overrides(load_config(PAPER / f"{name}.py"),
+                           {**SHRINK, **overrides, "task.options.data_dir": str(data), **extra})
+
+
+def test_every_paper_config_has_a_case():
+    assert sorted(PAPER_CASES) == sorted(p.stem for p in PAPER.glob("*.py") if not p.name.startswith("_"))
+
+
+# CI trains two distinct kinds (images through S4, LRA tokens) and the resume test a
+# third (psMNIST through LSSL); the others cost 20-45 s each on a loaded 2-core machine
+# and train with SEQMODELS_FULL=1 (every loader's files are still read by the tests above)
+LIGHT = ("s4_lra_listops", "s4_scifar")
+
+
+@pytest.mark.parametrize("name", [n if n in LIGHT else pytest.param(n, marks=pytest.mark.heavy)
+                                  for n in sorted(PAPER_CASES)])
+def test_paper_config_trains_and_evaluates_on_files(name, tmp_path, fast_compile):
+    from conftest import full_size
+    from seqmodels.train import train_and_evaluate
+    if name not in LIGHT and not full_size():
+        pytest.skip("CI trains the configs in LIGHT; SEQMODELS_FULL=1 trains every paper config")
+    from seqmodels.train.writers import read_metrics
+    config = shrunk_paper_config(name, tmp_path / "data")
+    results = train_and_evaluate(config, tmp_path / "run")
+    task = build_task(config.task.name, **config.task.options)
+    for split in task.eval_splits():
+        assert np.isfinite(results[f"{split}/loss"]) and np.isfinite(results[f"{split}/{task.metric}"])
+    assert [m["step"] for m in read_metrics(tmp_path / "run" / "metrics.jsonl") if "train/loss" in m] == [1, 2]
+
+
+def test_file_backed_resume_is_bit_identical(tmp_path, fast_compile):
+    """Train 4 steps; drop the last checkpoint so the run resumes from step 2; the rerun
+    ends with the same parameters and optimizer state, bit for bit."""
+    import shutil
+
+    import jax
+    from seqmodels.train import load_state, train_and_evaluate
+    config = shrunk_paper_config("lssl_psmnist", tmp_path / "data", **{
+        "train.steps": 4, "train.checkpoint_every": 2, "train.keep_checkpoints": 3, "model.dropout": 0.1})
+    run = tmp_path / "run"
+    train_and_evaluate(config, run)
+    _, uninterrupted = load_state(config, run)
+    shutil.rmtree(run / "checkpoints" / "4")
+    train_and_evaluate(config, run)
+    step, resumed = load_state(config, run)
+    assert step == 4
+    def plain(x):
+        return jax.random.key_data(x) if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key) else x
+    for a, b in zip(jax.tree.leaves(uninterrupted), jax.tree.leaves(resumed)):
+        np.testing.assert_array_equal(np.asarray(plain(a)), np.asarray(plain(b)))
+
+
+def test_cli_reports_a_missing_folder_in_one_line(tmp_path, capsys):
+    from seqmodels.train import cli
+    code = cli.main(["train", str(PAPER / "s4_scifar.py"), "--workdir", str(tmp_path / "run"),
+                     "--task.options.data_dir", str(tmp_path / "nothing")])
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and err.count("\n") == 0
+    assert "cifar-10-batches-py/data_batch_1..5" in err and str(tmp_path / "nothing") in err

@@ -1,12 +1,14 @@
 """S4 on LRA Path-X (Pathfinder at 128×128 = 16,384 pixels), 2 classes.
 
-Paper: 96.0 % (state-spaces/s4 README; ICLR 2022 v1: 88.10). Official config:
+Paper: 96.0 % (state-spaces/s4 ``models/s4/experiments.md``; ICLR 2022 v1: 88.10). Official config:
 state-spaces/s4 ``configs/experiment/lra/s4-pathx.yaml`` (commit
 e757cef57d89e448c413de7325ed5601aceaac13): 6 bidirectional S4 layers of width 256,
 state 64, dt_min 1e-4, pre-norm, lr 0.001, wd 0.05, SSM lr 1e-3, batch 16, 500,000 steps
 (50 epochs), 50,000 warmup steps, seed 3333 (see ``_recipes.py`` for differences).
 
-Expected time on one GPU: EXPECTED_TIME
+Expected time on one GPU: the official code's ``models/s4/experiments.md`` table (same
+commit) gives 56 min (A100) per epoch, so about 47 h on an A100 (50 epochs) for the run;
+this implementation has not been timed on a GPU yet.
 
     seqmodels train paper/s4_lra_pathx --task.options.data_dir ~/data/lra_release
 """

@@ -1,13 +1,15 @@
 """S4 on LRA Text: IMDB reviews as byte sequences of 4,096, 2 classes.
 
-Paper: 86.5 % (state-spaces/s4 README; ICLR 2022 v1: 76.02). Official config:
+Paper: 86.5 % (state-spaces/s4 ``models/s4/experiments.md``; ICLR 2022 v1: 76.02). Official config:
 state-spaces/s4 ``configs/experiment/lra/s4-imdb.yaml`` (commit
 e757cef57d89e448c413de7325ed5601aceaac13): 6 bidirectional S4 layers of width 256,
 state 4, pre-norm, lr 0.01, wd 0.05, SSM lr 1e-3, batch 16, 50,000 steps (32 epochs of
 25,000), 5,000 warmup steps, seed 3333. Known difference: the official vocabulary is the
 characters seen ≥ 15 times in training (``min_freq``), ours every byte (see also ``_recipes.py``).
 
-Expected time on one GPU: EXPECTED_TIME
+Expected time on one GPU: the official code's ``models/s4/experiments.md`` table (same
+commit) gives 17 min (T4) per epoch, so about 9 h on a T4 (32 epochs) for the run; this
+implementation has not been timed on a GPU yet.
 
     seqmodels train paper/s4_lra_text --task.options.data_dir ~/data/imdb
 """

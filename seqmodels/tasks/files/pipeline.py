@@ -8,7 +8,8 @@
    the command line prints it as one line.
 3. **Decode once.** Published formats (pickles, IDX, TSV, text folders, WAV, PNG) are
    decoded into numpy arrays saved as ``.npy`` files in a cache folder
-   (``$SEQMODELS_CACHE`` or ``<data_dir>/.seqmodels_cache``), named by the task, the
+   (``$SEQMODELS_CACHE``, else ``<data_dir>/.seqmodels_cache``, else
+   ``~/.cache/seqmodels`` for a read-only ``data_dir``), named by the task, the
    options that change decoding and the size and modification time of the sources;
    later runs (and every process of a multi-host run) open them memory-mapped, so only
    the rows a batch needs are read from disk. A cache is written to a temporary folder
@@ -72,8 +73,13 @@ def fingerprint(paths: Iterable[Path]) -> list[tuple[str, int, int]]:
 
 
 def cache_root(folder: Path) -> Path:
-    return Path(os.environ["SEQMODELS_CACHE"]).expanduser() if os.environ.get("SEQMODELS_CACHE") \
-        else folder / ".seqmodels_cache"
+    """``$SEQMODELS_CACHE``, else ``<folder>/.seqmodels_cache``, else (a read-only data
+    folder) ``~/.cache/seqmodels``."""
+    if os.environ.get("SEQMODELS_CACHE"):
+        return Path(os.environ["SEQMODELS_CACHE"]).expanduser()
+    if os.access(folder, os.W_OK):
+        return folder / ".seqmodels_cache"
+    return Path.home() / ".cache" / "seqmodels"
 
 
 def cached_arrays(folder: Path, name: str, key: dict, decode: Callable[[], dict[str, np.ndarray]]

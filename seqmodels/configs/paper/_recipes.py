@@ -3,16 +3,17 @@
 state-spaces/s4 (commit e757cef57d89e448c413de7325ed5601aceaac13) trains every LRA and
 audio model with AdamW (betas 0.9, 0.999), the SSM parameters (A, B, Δ) at their own
 learning rate 1e-3 without weight decay, a linear warmup then cosine decay to 0 counted
-in steps (``scheduler: cosine_warmup``), no gradient clipping, and pooled (mean)
-decoding; ``s4_recipe`` sets those fields, the per-task numbers come from each config.
+in steps (``scheduler: cosine_warmup``), no gradient clipping, pooled (mean) decoding,
+and a GLU output projection in every S4 layer; ``s4_recipe`` sets those fields, and each
+config gives the per-task numbers.
 
 Known differences from the official S4 models, shared by every S4 config here:
 
 * normalization: layer norm in a pre-norm residual block; the official configs use batch
   norm and, for ListOps and Image, post-norm (``prenorm: false``);
 * block: our block adds a position-wise MLP (``mlp_ratio``) after the mixer, where the
-  official block has only the S4 layer and its output projection (GLU for sCIFAR and
-  Speech Commands, ``final_act: glu``);
+  official block has only the S4 layer and its GLU output projection (``final_act: glu``,
+  the default of ``configs/model/layer/s4.yaml``, which ``output="glu"`` matches);
 * pooling: the mean runs over every position, padding included; the official decoder
   averages over the true lengths of the LRA text tasks;
 * ``n_ssm`` (shared SSM kernels) is not an option: every channel has its own.
@@ -38,7 +39,7 @@ def s4_recipe(task: str, options: dict, *, l_max: int, d_model: int, n_layers: i
         model=ModelConfig(mixer="s4_bidirectional", d_model=d_model, n_layers=n_layers, dropout=dropout,
                           mlp_ratio=mlp_ratio, pooling="mean",
                           mixer_options={"state_size": state_size, "l_max": l_max, "init": "legs",
-                                         "dt_min": dt_min, "dt_max": dt_max}),
+                                         "dt_min": dt_min, "dt_max": dt_max, "output": "glu"}),
         task=TaskConfig(name=task, options=options),
         optimizer=OptimizerConfig(learning_rate=learning_rate, ssm_learning_rate=1e-3, weight_decay=weight_decay,
                                   b1=0.9, b2=0.999, warmup_steps=warmup_steps, end_lr_ratio=0.0, clip_norm=0.0),

@@ -6,7 +6,7 @@ Official config: state-spaces/s4 ``configs/experiment/cifar/s4-cifar.yaml`` (com
 e757cef57d89e448c413de7325ed5601aceaac13): 6 bidirectional S4 layers of width 512, dropout
 0.1, AdamW lr 0.01, wd 0.05, SSM lr 1e-3, batch 50, 200 epochs = 180,000 steps of the
 45,000 training images (5,000 held out), 1 epoch of warmup then cosine, seed 2222.
-Known differences: see ``_recipes.py`` (post-norm, GLU output, ``n_ssm: 2``).
+Known differences: see ``_recipes.py`` (post-norm, ``n_ssm: 2``).
 
 Expected time on one GPU: not listed by the official code; the model and data match LRA
 Image's (2 min per epoch on an A100 in the official table), so about 7 h on an A100 for 200

@@ -5,7 +5,7 @@ SC35 result); the original S4 paper's 10-word SC10 task (98.3 %) is
 ``--task.options.subset sc10``. Official config:
 state-spaces/s4 ``configs/experiment/sc/s4-sc.yaml`` with ``configs/dataset/sc.yaml``
 (commit e757cef57d89e448c413de7325ed5601aceaac13): 6 bidirectional S4 layers of width 128,
-state 64, pre-norm batch norm, GLU output, lr 0.01, wd 0.05, SSM lr 1e-3, batch 16,
+state 64, pre-norm batch norm, lr 0.01, wd 0.05, SSM lr 1e-3, batch 16,
 40 epochs; evaluation also at 8 kHz (``--task.options.stride 2`` on a saved run with
 ``seqmodels eval``). Known differences: the official scheduler for this pipeline is
 ``plateau`` overridden by cosine with warmup steps unset (0); we warm up for 1 epoch.

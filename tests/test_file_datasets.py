@@ -1,5 +1,5 @@
 """File-backed data sets: each loader reads tiny files written in the published format,
-draws batches by index (shards included), reports missing or malformed folders in one
+draws batches by index (per-process parts included), reports missing or malformed folders in one
 message, and every ``configs/paper`` config trains, evaluates and resumes on them."""
 
 from __future__ import annotations
@@ -160,16 +160,22 @@ def test_image_folder_decodes_png_and_jpeg(tmp_path):
     np.testing.assert_allclose(batch["inputs"][2], png_same_size / 255.0, rtol=1e-6)
 
 
-def test_shards_concatenate_to_the_global_batch(tmp_path):
-    formats.write_mnist(tmp_path, rng())
-    task = build_task("mnist", data_dir=str(tmp_path))
+@pytest.mark.parametrize("name", ["mnist", "text_bytes", "moving_mnist"])
+def test_parts_concatenate_to_the_global_batch(name, tmp_path):
+    """What each of 4 processes reads (``batch_part``) joins into the global batch."""
+    if name == "text_bytes":
+        formats.write_text_bytes(tmp_path, rng(), sizes=(400, 100, 100))
+        task = build_task(name, data_dir=str(tmp_path), seq_len=8, train_bytes=400, valid_bytes=100, test_bytes=100)
+    else:
+        (formats.write_mnist if name == "mnist" else formats.write_moving_mnist)(tmp_path, rng())
+        task = build_task(name, data_dir=str(tmp_path), **({"frames": 3} if name == "moving_mnist" else {}))
     for split in ("train", "test"):
         whole = task.batch(split, 2, 8, 3)
-        parts = [task.batch(split, 2, 8, 3, shard=(p, 4)) for p in range(4)]
+        parts = [task.batch_part(split, 2, 8, 3, slice(2 * p, 2 * p + 2)) for p in range(4)]
         for key in whole:
             np.testing.assert_array_equal(np.concatenate([p[key] for p in parts]), whole[key])
-    with pytest.raises(ValueError, match="shard"):
-        task.batch("train", 0, 6, 0, shard=(0, 4))
+    with pytest.raises(ValueError, match="part"):
+        task.batch_part("train", 0, 6, 0, slice(4, 2))
 
 
 def test_cache_is_decoded_once_and_rebuilt_when_files_change(tmp_path, monkeypatch):

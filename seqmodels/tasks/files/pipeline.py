@@ -17,10 +17,9 @@
 4. **Read by index.** Batch ``i`` of a split is a pure function of ``(seed, split, i)``:
    training rows come from shuffled epochs (``epoch_indices``), evaluation splits are
    read in order. A resumed run therefore reads exactly the batches an uninterrupted one
-   would, with no iterator state to checkpoint. Each process of a multi-host run can
-   read only its share of a global batch (``FileDataset.batch(..., shard=(p, n))``): the
-   global rows are computed (a permutation, cheap) and only the ``p``-th contiguous
-   ``1/n`` of them is read.
+   would, with no iterator state to checkpoint. Each process of a multi-host run reads
+   only the rows of a global batch its devices hold (``batch_part(..., part)``): the
+   global row indices are computed (a permutation, cheap) and only ``part`` of them is read.
 
 Why not Grain. Grain's ``IndexSampler`` + ``ShardOptions`` give the same thing (a
 record index as a pure function of the step, per-process shards) plus worker processes
@@ -104,13 +103,12 @@ def cached_arrays(folder: Path, name: str, key: dict, decode: Callable[[], dict[
     return {p.stem: np.load(p, mmap_mode="r") for p in sorted(target.glob("*.npy"))}
 
 
-def shard_part(shard: tuple[int, int], batch_size: int) -> slice:
-    """The rows of a global batch that process ``p`` of ``n`` reads (``shard=(p, n)``):
-    the ``p``-th of ``n`` equal contiguous parts."""
-    process, count = shard
-    if count < 1 or batch_size % count or not 0 <= process < count:
-        raise ValueError(f"shard={shard} must be (p, n) with 0 <= p < n and n dividing batch_size={batch_size}")
-    return slice(process * batch_size // count, (process + 1) * batch_size // count)
+def part_range(part: slice, batch_size: int) -> slice:
+    """``part`` of a batch of ``batch_size`` rows as a plain ``slice(start, stop)``, checked."""
+    start, stop, step = part.indices(batch_size)
+    if step != 1 or stop <= start:
+        raise ValueError(f"part={part} must be a non-empty contiguous slice of the batch's {batch_size} rows")
+    return slice(start, stop)
 
 
 def held_out(num_examples: int, fraction: float, seed: int = 42) -> tuple[np.ndarray, np.ndarray]:
@@ -189,13 +187,14 @@ class FileDataset(Task):
         self.check_split(split)
         return self.split_rows(self.arrays(), split)
 
-    def batch(self, split: str, index: int, batch_size: int, seed: int,
-              shard: tuple[int, int] = (0, 1)) -> dict[str, np.ndarray]:
-        """Batch ``index`` of ``split`` (shuffled epochs for training, in order with a
-        zero-weight padded tail for evaluation); with ``shard=(p, n)`` only the ``p``-th
-        of ``n`` equal contiguous parts of it, reading only those rows."""
+    def batch(self, split: str, index: int, batch_size: int, seed: int) -> dict[str, np.ndarray]:
+        """Batch ``index`` of ``split``: shuffled epochs for training, the split in order
+        (its last batch padded with zero weights) for evaluation."""
+        return self.batch_part(split, index, batch_size, seed, slice(None))
+
+    def batch_part(self, split, index, batch_size, seed, part):
         inputs, targets = self.rows(split)
-        part = shard_part(shard, batch_size)
+        part = part_range(part, batch_size)
         if split == "train":
             rows, valid = epoch_indices(len(targets), batch_size, seed, index), np.ones(batch_size, bool)
         else:

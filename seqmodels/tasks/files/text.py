@@ -40,7 +40,7 @@ from typing import ClassVar
 import numpy as np
 
 from ..base import TaskIO, positive, register_task, split_rng
-from .pipeline import FileDataset, shard_part
+from .pipeline import FileDataset, part_range
 
 LRA_URL = "https://github.com/google-research/long-range-arena (lra_release.gz)"
 PAD, UNKNOWN, END = 0, 1, 2
@@ -243,10 +243,13 @@ class TextBytes(FileDataset):
     def eval_size(self, split):
         return self.windows(split)
 
-    def batch(self, split, index, batch_size, seed, shard=(0, 1)):
+    def batch(self, split, index, batch_size, seed):
+        return self.batch_part(split, index, batch_size, seed, slice(None))
+
+    def batch_part(self, split, index, batch_size, seed, part):
         self.check_split(split)
         data = self.arrays()[split]
-        part = shard_part(shard, batch_size)
+        part = part_range(part, batch_size)
         if split == "train":
             starts = split_rng(seed, split, index).integers(0, len(data) - self.seq_len, batch_size)
             valid = np.ones(batch_size, bool)

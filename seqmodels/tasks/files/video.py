@@ -26,7 +26,7 @@ import numpy as np
 
 from ..base import TaskIO, positive, register_task, split_rng
 from .images import read_idx
-from .pipeline import FileDataset, shard_part
+from .pipeline import FileDataset, part_range
 
 CANVAS, DIGIT = 64, 28
 TEST_FILE = "mnist_test_seq.npy"
@@ -104,11 +104,14 @@ class MovingMnist(FileDataset):
                 velocity = np.where(over, -velocity, velocity)
         return video.astype(np.float32) / 255.0
 
-    def batch(self, split, index, batch_size, seed, shard=(0, 1)):
+    def batch(self, split, index, batch_size, seed):
+        return self.batch_part(split, index, batch_size, seed, slice(None))
+
+    def batch_part(self, split, index, batch_size, seed, part):
         self.check_split(split)
-        part = shard_part(shard, batch_size)
+        part = part_range(part, batch_size)
         if split == "train":
-            # the whole batch's draws are made, then this process's rows kept: the same videos for any shard
+            # the whole batch's draws are made, then ``part`` kept: the same videos however it is split
             video = self.generate(split_rng(seed, split, index), batch_size)[part]
             valid = np.ones(len(video), bool)
         else:

@@ -12,7 +12,7 @@ import pytest
 
 import file_formats as formats
 from seqmodels.tasks import build_task
-from seqmodels.tasks.files import DatasetFilesError
+from seqmodels.tasks.files import DatasetFilesError, FileDataset
 from seqmodels.tasks.files.images import CIFAR_MEAN, CIFAR_STD, PSMNIST_SEED
 from seqmodels.tasks.files.text import BYTE_END, END, LISTOPS_TOKENS
 
@@ -29,6 +29,35 @@ def rng():
 def all_rows(task, split):
     """Every row of an evaluation split as one batch."""
     return task.batch(split, 0, task.eval_size(split), 0)
+
+
+WRITERS = {
+    "cifar10": ({}, formats.write_cifar10), "mnist": ({}, formats.write_mnist),
+    "lra_listops": ({"max_length": 16}, lambda d, r: formats.write_lra_listops(d, r, count=10)),
+    "lra_text": ({"max_length": 32}, formats.write_lra_text),
+    "lra_retrieval": ({"max_length": 16}, lambda d, r: formats.write_lra_retrieval(d, r, count=10)),
+    "lra_pathfinder": ({}, lambda d, r: formats.write_lra_pathfinder(d, r, count=40)),
+    "speech_commands": ({"stride": 100}, formats.write_speech_commands),
+    "moving_mnist": ({"frames": 3}, formats.write_moving_mnist),
+    "text_bytes": ({"seq_len": 16, "train_bytes": 3000, "valid_bytes": 600, "test_bytes": 600},
+                   formats.write_text_bytes),
+    "image_folder": ({"image_size": 8}, lambda d, r: formats.write_image_folder(d, r, per_class=5)),
+}
+
+
+def test_every_file_task_has_a_writer():
+    from seqmodels import tasks
+    assert sorted(WRITERS) == sorted(n for n in tasks.task_names() if issubclass(tasks.task_class(n), FileDataset))
+
+
+@pytest.mark.parametrize("name", sorted(WRITERS))
+def test_batch_format_and_determinism(name, tmp_path):
+    from test_tasks import check_batches
+    options, write = WRITERS[name]
+    write(tmp_path, rng())
+    task = build_task(name, data_dir=str(tmp_path), **options)
+    check_batches(task, index=0)                  # the tiny evaluation splits fill one batch
+    assert 0 <= task.chance() < (1 if task.metric == "accuracy" else np.inf)
 
 
 def test_cifar10_decodes_planes_and_holds_out_validation(tmp_path):

@@ -216,7 +216,7 @@ def test_cache_is_decoded_once_and_rebuilt_when_files_change(tmp_path, monkeypat
     assert not list((tmp_path / "cache").glob(".partial-*"))
     decode = type(task).decode
     monkeypatch.setattr(pipeline, "_OPENED", {})                                   # a new process
-    monkeypatch.setattr(type(task), "decode", lambda self, folder: pytest.fail("decoded twice"))
+    monkeypatch.setattr(type(task), "decode", lambda self, folder, writer: pytest.fail("decoded twice"))
     assert task.eval_size("val") == 6                                               # read from the cache
     with open(tmp_path / "d" / "basic_val.tsv", "a") as f:
         f.write("( [MAX 1 2 ] )\t2\n")
@@ -248,6 +248,7 @@ def test_missing_and_malformed_folders_raise_one_clear_error(name, tmp_path):
     with pytest.raises(DatasetFilesError, match="expected .*published at") as err:
         build_task(name, data_dir=str(tmp_path / "bad")).io()
     assert "\n" not in str(err.value)
+    assert not list((tmp_path / "cache").glob(".partial-*"))                       # no half-written cache left
 
 
 def test_missing_file_is_named(tmp_path):

@@ -72,7 +72,7 @@ class SpeechCommands(FileDataset):
         audio = np.frombuffer(frames, "<i2")[:SAMPLE_RATE]
         return np.pad(audio, (0, SAMPLE_RATE - len(audio)))
 
-    def decode(self, folder):
+    def decode(self, folder, writer):
         listed = {split: set((folder / f"{name}_list.txt").read_text().split())
                   for split, name in (("val", "validation"), ("test", "testing"))}
         files = {"train": [], "val": [], "test": []}
@@ -85,7 +85,7 @@ class SpeechCommands(FileDataset):
         for split, items in files.items():
             if not items:
                 raise self.error(f"no {split} clips of the words {', '.join(self.words)}")
-            arrays[f"{split}_inputs"] = np.stack([self.read_wav(path) for _, path in items])
+            writer.stack(f"{split}_inputs", [path for _, path in items], self.read_wav, (SAMPLE_RATE,), np.int16)
             arrays[f"{split}_targets"] = np.array([label for label, _ in items], np.uint8)
         return arrays
 

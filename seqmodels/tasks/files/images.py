@@ -114,7 +114,7 @@ class Cifar10(HeldOutValidation, FileDataset):
     def sources(self, folder):
         return [self.batches_folder(folder)]
 
-    def decode(self, folder):
+    def decode(self, folder, writer):
         root = self.batches_folder(folder)
         train = [_unpickle(self, root / f"data_batch_{i}") for i in range(1, 6)]
         test_x, test_y = _unpickle(self, root / "test_batch")
@@ -177,7 +177,7 @@ class Mnist(HeldOutValidation, FileDataset):
 
     permute: bool = False
 
-    def decode(self, folder):
+    def decode(self, folder, writer):
         return mnist_arrays(self, folder)
 
     def io(self) -> TaskIO:
@@ -229,7 +229,7 @@ class ImageFolder(FileDataset):
         return [folder / split / name for split in ("train", "val") for name in self.classes(folder)
                 if (folder / split / name).is_dir()]
 
-    def decode(self, folder):
+    def decode(self, folder, writer):
         names = self.classes(folder)
         arrays = {"classes": np.array(names)}
         for split in ("train", "val"):
@@ -237,7 +237,9 @@ class ImageFolder(FileDataset):
                      for path in sorted((folder / split / name).glob("*")) if path.suffix in IMAGE_SUFFIXES]
             if not files:
                 raise self.error(f"{split}/ holds no .png or .jpg images in class folders {names}")
-            arrays[f"{split}_inputs"] = np.stack([load_image(self, p, "RGB", self.image_size) for _, p in files])
+            size = (self.image_size, self.image_size, 3)
+            writer.stack(f"{split}_inputs", [p for _, p in files], lambda p: load_image(self, p, "RGB", self.image_size),
+                         size, np.uint8)
             arrays[f"{split}_targets"] = np.array([label for label, _ in files], np.int32)
         return arrays
 
@@ -278,7 +280,7 @@ class LraPathfinder(FileDataset):
         self.require(self.level(folder) / "metadata")
         return sorted((self.level(folder) / "metadata").glob("*.npy"))
 
-    def decode(self, folder):
+    def decode(self, folder, writer):
         level = self.level(folder)
         samples = []
         for meta in sorted(self.sources(folder), key=lambda p: int(p.stem) if p.stem.isdigit() else -1):
@@ -291,10 +293,14 @@ class LraPathfinder(FileDataset):
         if not samples:
             raise self.error("no metadata lines found")
         self.require(*(path for path, _ in samples))
-        images = np.stack([load_image(self, path, "L") for path, _ in samples])
-        if images.shape[1:] != (self.resolution, self.resolution):
-            raise self.error(f"images are {images.shape[1:]}, expected {self.resolution}×{self.resolution}")
-        return {"inputs": images, "targets": np.array([label for _, label in samples], np.uint8)}
+        writer.stack("inputs", [path for path, _ in samples], self.read_image, (self.resolution,) * 2, np.uint8)
+        return {"targets": np.array([label for _, label in samples], np.uint8)}
+
+    def read_image(self, path: Path) -> np.ndarray:
+        image = load_image(self, path, "L")
+        if image.shape != (self.resolution, self.resolution):
+            raise self.error(f"{path} is {image.shape[1]}×{image.shape[0]}, expected {self.resolution}×{self.resolution}")
+        return image
 
     def split_rows(self, arrays, split):
         count = len(arrays["targets"])

@@ -41,7 +41,7 @@ import shutil
 import uuid
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Callable, ClassVar, Iterable
+from typing import Any, Callable, ClassVar, Iterable, Sequence
 
 import numpy as np
 
@@ -81,24 +81,45 @@ def cache_root(folder: Path) -> Path:
     return Path.home() / ".cache" / "seqmodels"
 
 
-def cached_arrays(folder: Path, name: str, key: dict, decode: Callable[[], dict[str, np.ndarray]]
+class CacheWriter:
+    """The folder a cache entry is decoded into. Large arrays are filled row by row in a
+    memory-mapped ``.npy`` (``stack``), so decoding never holds a whole data set in memory."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+
+    def stack(self, name: str, items: Sequence, read: Callable[[Any], np.ndarray], row_shape: tuple[int, ...],
+              dtype) -> None:
+        """Array ``name`` of shape ``(len(items),) + row_shape``: row ``i`` is ``read(items[i])``."""
+        out = np.lib.format.open_memmap(self.folder / f"{name}.npy", mode="w+", dtype=dtype,
+                                        shape=(len(items),) + tuple(row_shape))
+        for i, item in enumerate(items):
+            out[i] = read(item)
+        out.flush()
+        del out
+
+
+def cached_arrays(folder: Path, name: str, key: dict, decode: Callable[[CacheWriter], dict[str, np.ndarray]]
                   ) -> dict[str, np.ndarray]:
-    """The arrays ``decode()`` returns, decoded at most once per ``key`` and returned
-    memory-mapped (read-only) from ``cache_root(folder)/<name>-<hash of key>/``."""
+    """The arrays ``decode`` writes (``CacheWriter.stack``) or returns, decoded at most once
+    per ``key`` and returned memory-mapped (read-only) from
+    ``cache_root(folder)/<name>-<hash of key>/``."""
     digest = hashlib.sha256(json.dumps([CACHE_VERSION, str(folder.resolve()), key], sort_keys=True,
                                        default=str).encode()).hexdigest()[:16]
     root = cache_root(folder)
     target = root / f"{name}-{digest}"
     if not (target / DONE_FILE).is_file():
-        arrays = decode()
         scratch = root / f".partial-{digest}-{uuid.uuid4().hex}"
         scratch.mkdir(parents=True)
-        for array_name, array in arrays.items():
-            np.save(scratch / f"{array_name}.npy", np.ascontiguousarray(array))
-        (scratch / DONE_FILE).write_text(json.dumps({"task": name, "key": key}, default=str))
         try:
+            for array_name, array in decode(CacheWriter(scratch)).items():
+                np.save(scratch / f"{array_name}.npy", np.ascontiguousarray(array))
+            (scratch / DONE_FILE).write_text(json.dumps({"task": name, "key": key}, default=str))
             os.rename(scratch, target)
-        except OSError:  # another process finished first: keep its copy
+        except OSError:
+            if not (target / DONE_FILE).is_file():
+                raise
+        finally:   # an error, or another process that finished first: drop this copy
             shutil.rmtree(scratch, ignore_errors=True)
     return {p.stem: np.load(p, mmap_mode="r") for p in sorted(target.glob("*.npy"))}
 
@@ -127,8 +148,8 @@ class FileDataset(Task):
     """A data set read from files in its published format (see the module docstring).
 
     Subclasses set ``published`` (where to get it), ``expected`` (the files, in words)
-    and implement ``decode(folder)`` (the arrays to cache; raise ``self.error(...)`` on
-    anything missing or malformed), ``split_rows(arrays, split)`` (the inputs and
+    and implement ``decode(folder, writer)`` (the arrays to cache, returned or written
+    with ``writer.stack``; raise ``self.error(...)`` on anything missing or malformed), ``split_rows(arrays, split)`` (the inputs and
     targets of a split) and ``prepare(inputs, targets)`` (the stored rows as a batch:
     scaling, layout). Options that do not change decoding are left out of the cache key
     by listing them in ``batch_options``.
@@ -141,7 +162,7 @@ class FileDataset(Task):
     data_dir: str = ""
 
     # --- what subclasses provide
-    def decode(self, folder: Path) -> dict[str, np.ndarray]:  # pragma: no cover - abstract
+    def decode(self, folder: Path, writer: CacheWriter) -> dict[str, np.ndarray]:  # pragma: no cover - abstract
         raise NotImplementedError
 
     def sources(self, folder: Path) -> list[Path]:
@@ -180,7 +201,7 @@ class FileDataset(Task):
             key = {f.name: getattr(self, f.name) for f in fields(self)
                    if f.name not in ("data_dir",) + self.batch_options}
             key["sources"] = fingerprint(self.sources(folder))
-            _OPENED[self] = cached_arrays(folder, self.name, key, lambda: self.decode(folder))
+            _OPENED[self] = cached_arrays(folder, self.name, key, lambda writer: self.decode(folder, writer))
         return _OPENED[self]
 
     def rows(self, split: str) -> tuple[np.ndarray, np.ndarray]:

@@ -125,7 +125,7 @@ class LraListops(PooledTokens, FileDataset):
     def sources(self, folder):
         return [folder / f"basic_{s}.tsv" for s in ("train", "val", "test") if (folder / f"basic_{s}.tsv").exists()]
 
-    def decode(self, folder):
+    def decode(self, folder, writer):
         arrays = {}
         for split in ("train", "val", "test"):
             path = folder / f"basic_{split}.tsv"
@@ -159,7 +159,7 @@ class LraText(PooledTokens, FileDataset):
         root = self.root(folder)
         return [root / s / c for s in ("train", "test") for c in ("pos", "neg") if (root / s / c).is_dir()]
 
-    def decode(self, folder):
+    def decode(self, folder, writer):
         root, arrays = self.root(folder), {}
         self.require(*(root / s / c for s in ("train", "test") for c in ("neg", "pos")))
         for split in ("train", "test"):
@@ -190,7 +190,7 @@ class LraRetrieval(PooledTokens, FileDataset):
     def sources(self, folder):
         return [p for p in (folder / f"new_aan_pairs.{f}.tsv" for f in self.files.values()) if p.exists()]
 
-    def decode(self, folder):
+    def decode(self, folder, writer):
         arrays = {}
         for split, stem in self.files.items():
             path = folder / f"new_aan_pairs.{stem}.tsv"

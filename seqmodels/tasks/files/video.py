@@ -58,7 +58,7 @@ class MovingMnist(FileDataset):
     def eval_splits(self):
         return ("test",)
 
-    def decode(self, folder):
+    def decode(self, folder, writer):
         return {"digits": read_idx(self, folder / "train-images-idx3-ubyte", 3)}
 
     def test_videos(self) -> np.ndarray:

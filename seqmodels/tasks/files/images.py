@@ -112,7 +112,7 @@ class Cifar10(HeldOutValidation, FileDataset):
         return nested if nested.is_dir() else folder
 
     def sources(self, folder):
-        return [self.batches_folder(folder)]
+        return sorted(self.batches_folder(folder).glob("*_batch*"))
 
     def decode(self, folder, writer):
         root = self.batches_folder(folder)
@@ -176,6 +176,9 @@ class Mnist(HeldOutValidation, FileDataset):
     batch_options: ClassVar[tuple[str, ...]] = ("permute",)
 
     permute: bool = False
+
+    def sources(self, folder):
+        return sorted(folder.glob("*-idx?-ubyte*"))
 
     def decode(self, folder, writer):
         return mnist_arrays(self, folder)

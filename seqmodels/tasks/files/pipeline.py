@@ -166,7 +166,8 @@ class FileDataset(Task):
         raise NotImplementedError
 
     def sources(self, folder: Path) -> list[Path]:
-        """The files or folders whose size and time key the cache (default: the folder)."""
+        """The files or folders whose size and modification time key the cache (default:
+        the folder, whose time changes when files are added or removed)."""
         return [folder]
 
     def split_rows(self, arrays: dict[str, np.ndarray], split: str) -> tuple[np.ndarray, np.ndarray]:

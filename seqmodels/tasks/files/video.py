@@ -58,6 +58,9 @@ class MovingMnist(FileDataset):
     def eval_splits(self):
         return ("test",)
 
+    def sources(self, folder):
+        return sorted(folder.glob("train-images-idx3-ubyte*"))
+
     def decode(self, folder, writer):
         return {"digits": read_idx(self, folder / "train-images-idx3-ubyte", 3)}
 

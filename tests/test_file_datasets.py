@@ -176,6 +176,8 @@ def test_text_bytes_splits_windows_and_eval_order(tmp_path):
     np.testing.assert_array_equal(test["targets"][0], np.frombuffer(data[start + 1:start + 65], np.uint8))
     train = task.batch("train", 7, 4, 1)
     np.testing.assert_array_equal(train["inputs"][:, 1:], train["targets"][:, :-1])
+    derived = task.derived_metrics({"val/loss": 2.0, "test/loss": math.log(2), "test/accuracy": 0.5})
+    assert derived == {"val/bits_per_byte": pytest.approx(2 / math.log(2)), "test/bits_per_byte": pytest.approx(1.0)}
 
 
 def test_image_folder_decodes_png_and_jpeg(tmp_path):
@@ -331,6 +333,8 @@ def test_paper_config_trains_and_evaluates_on_files(name, tmp_path, fast_compile
     for split in task.eval_splits():
         assert np.isfinite(results[f"{split}/loss"]) and np.isfinite(results[f"{split}/{task.metric}"])
     assert [m["step"] for m in read_metrics(tmp_path / "run" / "metrics.jsonl") if "train/loss" in m] == [1, 2]
+    if config.task.name == "text_bytes":
+        assert results["test/bits_per_byte"] == pytest.approx(results["test/loss"] / math.log(2))
 
 
 def test_file_backed_resume_is_bit_identical(tmp_path, fast_compile):

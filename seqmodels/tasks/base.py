@@ -83,6 +83,11 @@ class Task:
         streams, which are evaluated on a fixed number of batches."""
         return None
 
+    def derived_metrics(self, results: dict[str, float]) -> dict[str, float]:
+        """Metrics computed from an evaluation's ``<split>/loss`` and ``<split>/<metric>``
+        (e.g. bits per byte from a loss in nats); none by default."""
+        return {}
+
     def chance(self) -> float:
         """The metric of a predictor that ignores the inputs."""
         raise NotImplementedError  # pragma: no cover

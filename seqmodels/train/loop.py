@@ -429,7 +429,7 @@ class Experiment:
             loss_sum, metric_sum, weight = (float(v) for v in jax.device_get(sums))
             results[f"{split}/loss"] = loss_sum / max(weight, 1.0)
             results[f"{split}/{self.task.metric}"] = metric_sum / max(weight, 1.0)
-        return results
+        return dict(results, **self.task.derived_metrics(results))
 
     def learning_rate(self, step: int) -> float:
         return float(self.schedule(step))

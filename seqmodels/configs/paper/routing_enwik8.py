@@ -1,14 +1,13 @@
 """Routing Transformer on enwik8 byte-level language modelling ("Efficient Content-Based
 Sparse Attention with Routing Transformers", Roy, Saffar, Vaswani & Grangier, TACL 2021).
 
-Paper: about 0.99 bits per byte on the enwik8 test set (from our notes, not re-checked
-against the paper's table). Official config: google-research/google-research
-``routing_transformer`` sets 16 clusters × 512-token windows for enwik8 at 8,192 tokens
-(our notes, ``/work/shared/research``); the depth, width, heads, batch and schedule are
-not in our notes, so those below are our choice (12 layers of width 512, 8 heads of
+Paper: about 0.99 bits per byte on the enwik8 test set (not re-checked against the
+paper's table). Official config: google-research/google-research ``routing_transformer``
+uses 16 clusters × 512-token windows for enwik8 at 8,192 tokens (not re-checked against
+a commit); its depth, width, heads, batch and schedule were not available to us, so those
+below are our choice (12 layers of width 512, 8 heads of
 which 4 local, batch 8, 200,000 steps, lr 5e-4), a known difference, as is the absence of
-the relative position encodings. Bits per byte = ``test/loss / ln 2`` (the loss is in nats;
-the loop reports next-byte accuracy as its metric).
+the relative position encodings. The evaluation reports ``test/bits_per_byte``.
 
 Expected time on one GPU: not measured (200,000 steps of batch 8 × 8,192 bytes); this
 implementation has not been timed on a GPU yet.

@@ -25,13 +25,15 @@ documents separately and classifies ``[u, v, u·v, u−v]``: a known difference)
 Prize, or text8): the first ``train_bytes`` / next ``valid_bytes`` / next
 ``test_bytes`` bytes (90M / 5M / 5M, the standard split). The file itself is the cache
 (memory-mapped). Training windows of ``seq_len`` bytes start at random offsets;
-evaluation splits are cut into consecutive windows. Targets are the next bytes;
-bits per byte = ``loss / ln 2`` (the loss is in nats).
+evaluation splits are cut into consecutive windows. Targets are the next bytes; the
+evaluation reports ``<split>/bits_per_byte`` (the loss, in nats, over ln 2) beside the
+next-byte accuracy.
 """
 
 from __future__ import annotations
 
 import csv
+import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -260,6 +262,10 @@ class TextBytes(FileDataset):
         chunks = np.stack([np.asarray(data[s:s + self.seq_len + 1]) for s in starts[part]]).astype(np.int32)
         weights = np.repeat(valid[part, None], self.seq_len, axis=1).astype(np.float32)
         return {"inputs": chunks[:, :-1], "targets": chunks[:, 1:], "weights": weights}
+
+    def derived_metrics(self, results):
+        """``<split>/bits_per_byte``: the mean next-byte cross-entropy in bits (loss / ln 2)."""
+        return {f"{split}/bits_per_byte": results[f"{split}/loss"] / math.log(2) for split in self.eval_splits()}
 
     def chance(self) -> float:
         """Accuracy of always predicting the most frequent training byte (of the first 1M)."""

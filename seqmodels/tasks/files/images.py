@@ -241,8 +241,8 @@ class ImageFolder(FileDataset):
             if not files:
                 raise self.error(f"{split}/ holds no .png or .jpg images in class folders {names}")
             size = (self.image_size, self.image_size, 3)
-            writer.stack(f"{split}_inputs", [p for _, p in files], lambda p: load_image(self, p, "RGB", self.image_size),
-                         size, np.uint8)
+            writer.stack(f"{split}_inputs", [p for _, p in files],
+                         lambda p: load_image(self, p, "RGB", self.image_size), size, np.uint8)
             arrays[f"{split}_targets"] = np.array([label for label, _ in files], np.int32)
         return arrays
 
@@ -302,7 +302,8 @@ class LraPathfinder(FileDataset):
     def read_image(self, path: Path) -> np.ndarray:
         image = load_image(self, path, "L")
         if image.shape != (self.resolution, self.resolution):
-            raise self.error(f"{path} is {image.shape[1]}×{image.shape[0]}, expected {self.resolution}×{self.resolution}")
+            side = self.resolution
+            raise self.error(f"{path} is {image.shape[1]}×{image.shape[0]}, expected {side}×{side}")
         return image
 
     def split_rows(self, arrays, split):

@@ -149,9 +149,9 @@ class FileDataset(Task):
 
     Subclasses set ``published`` (where to get it), ``expected`` (the files, in words)
     and implement ``decode(folder, writer)`` (the arrays to cache, returned or written
-    with ``writer.stack``; raise ``self.error(...)`` on anything missing or malformed), ``split_rows(arrays, split)`` (the inputs and
-    targets of a split) and ``prepare(inputs, targets)`` (the stored rows as a batch:
-    scaling, layout). Options that do not change decoding are left out of the cache key
+    with ``writer.stack``; raise ``self.error(...)`` on anything missing or malformed),
+    ``split_rows(arrays, split)`` (the inputs and targets of a split) and
+    ``prepare(inputs, targets)`` (the stored rows as a batch: scaling, layout). Options that do not change decoding are left out of the cache key
     by listing them in ``batch_options``.
     """
 

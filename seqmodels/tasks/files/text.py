@@ -165,10 +165,12 @@ class LraText(PooledTokens, FileDataset):
         root, arrays = self.root(folder), {}
         self.require(*(root / s / c for s in ("train", "test") for c in ("neg", "pos")))
         for split in ("train", "test"):
-            files = [(label, p) for label, c in enumerate(("neg", "pos")) for p in sorted((root / split / c).glob("*.txt"))]
+            files = [(label, p) for label, polarity in enumerate(("neg", "pos"))
+                     for p in sorted((root / split / polarity).glob("*.txt"))]
             if not files:
                 raise self.error(f"{split}/pos and {split}/neg hold no .txt reviews")
-            arrays[f"{split}_inputs"] = padded([byte_tokens(p.read_bytes()) for _, p in files], self.max_length, BYTE_END)
+            texts = [byte_tokens(p.read_bytes()) for _, p in files]
+            arrays[f"{split}_inputs"] = padded(texts, self.max_length, BYTE_END)
             arrays[f"{split}_targets"] = np.array([label for label, _ in files], np.uint8)
         return arrays
 

@@ -307,11 +307,8 @@ class LraPathfinder(FileDataset):
         return image
 
     def split_rows(self, arrays, split):
-        count = len(arrays["targets"])
-        perm = np.random.default_rng(42).permutation(count)
-        held = int(0.1 * count)
-        rows = {"val": perm[:held], "test": perm[held:2 * held], "train": perm[2 * held:]}[split]
-        rows = np.sort(rows)
+        train, val, test = held_out(len(arrays["targets"]), 0.1, 0.1)
+        rows = {"train": train, "val": val, "test": test}[split]
         return _Rows(arrays["inputs"], rows), _Rows(arrays["targets"], rows)
 
     def io(self) -> TaskIO:

@@ -34,6 +34,7 @@ second way of drawing batches for a gain we could not measure on these loaders.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -132,12 +133,14 @@ def part_range(part: slice, batch_size: int) -> slice:
     return slice(start, stop)
 
 
-def held_out(num_examples: int, fraction: float, seed: int = 42) -> tuple[np.ndarray, np.ndarray]:
-    """``(train_rows, validation_rows)``: a fixed random ``fraction`` of the rows held out
-    (the same for every run; the papers' ``val_split`` with seed 42)."""
+@functools.lru_cache(maxsize=16)
+def held_out(num_examples: int, *fractions: float, seed: int = 42) -> tuple[np.ndarray, ...]:
+    """``(rest, part_1, ...)``: fixed random parts of ``fractions`` of the rows held out,
+    each sorted (the same for every run; the papers' ``val_split`` with seed 42)."""
     perm = np.random.default_rng(seed).permutation(num_examples)
-    cut = num_examples - int(round(num_examples * fraction))
-    return np.sort(perm[:cut]), np.sort(perm[cut:])
+    sizes = [int(round(num_examples * f)) for f in fractions]
+    cuts = np.cumsum([num_examples - sum(sizes)] + sizes)[:-1]
+    return tuple(np.sort(part) for part in np.split(perm, cuts))
 
 
 _OPENED: dict[Task, dict[str, np.ndarray]] = {}

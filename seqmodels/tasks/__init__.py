@@ -1,5 +1,7 @@
 """Tasks: deterministic numpy batches from ``(split, index, batch_size, seed)``, no download.
 
+File-backed data sets (``files/``) read published formats from a local folder.
+
 ``task_names()`` lists them; ``build_task(name, **options)`` builds one. See
 ``base.py`` for the batch format.
 """
@@ -15,6 +17,7 @@ from .base import task_options as task_options
 from . import arrows as _arrows  # noqa: F401  (each module registers its tasks)
 from . import copying as _copying  # noqa: F401
 from . import datasets as _datasets  # noqa: F401
+from . import files as _files  # noqa: F401
 from . import forecasting as _forecasting  # noqa: F401
 from . import groups as _groups  # noqa: F401
 from . import listops as _listops  # noqa: F401

@@ -65,6 +65,11 @@ class Task:
         self.check_split(split)
         return self.make_batch(split_rng(seed, split, index), split, index, batch_size)
 
+    def batch_part(self, split: str, index: int, batch_size: int, seed: int, part: slice) -> dict[str, np.ndarray]:
+        """Rows ``part`` of batch ``index`` (the rows one process of a multi-host run holds).
+        Equal to ``batch(...)[part]``; file-backed tasks read only those rows."""
+        return {key: value[part] for key, value in self.batch(split, index, batch_size, seed).items()}
+
     def make_batch(self, rng: np.random.Generator, split: str, index: int,
                    batch_size: int) -> dict[str, np.ndarray]:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -77,6 +82,11 @@ class Task:
         """Examples in a finite evaluation split (real data sets); ``None`` for synthetic
         streams, which are evaluated on a fixed number of batches."""
         return None
+
+    def derived_metrics(self, results: dict[str, float]) -> dict[str, float]:
+        """Metrics computed from an evaluation's ``<split>/loss`` and ``<split>/<metric>``
+        (e.g. bits per byte from a loss in nats); none by default."""
+        return {}
 
     def chance(self) -> float:
         """The metric of a predictor that ignores the inputs."""

@@ -43,8 +43,9 @@ to GSPMD, which exchanges halos or gathers. A mixer that declares
 Multi-host. ``jax.distributed`` is initialized only when a multi-host environment is
 detected (``maybe_initialize_distributed``: a coordinator address in the environment
 or a cluster launcher); on CPU the processes exchange collectives over gloo. Every
-process computes the same host batches (a pure function of the step) and places the
-parts its devices hold; only process 0 prints and writes logs, and every process takes
+process reads the rows of each global batch that its devices hold (``Task.batch_part``
+of a pure function of the step: file-backed tasks read only those rows) and places
+them; only process 0 prints and writes logs, and every process takes
 part in checkpoints (orbax's multi-process mode).
 
 Failure. A non-finite loss or gradient norm stops the run with
@@ -423,9 +424,10 @@ class Experiment:
         return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=self.replicated),
                             self._state_of(self._model))
 
-    def host_batch(self, split: str, index: int) -> dict[str, np.ndarray]:
+    def host_batch(self, split: str, index: int, rows: slice = slice(None)) -> dict[str, np.ndarray]:
+        """Rows ``rows`` of batch ``index`` of ``split`` (``Task.batch_part``), laid out for the model."""
         seed = self.config.train.seed if split == "train" else EVAL_SEED
-        batch = self.task.batch(split, index, self.config.train.batch_size, seed)
+        batch = self.task.batch_part(split, index, self.config.train.batch_size, seed, rows)
         if self.config.model.kind != "sequence":  # the image and video backbones take the task's layout
             return batch
         return fit_layout(batch, self.mixer_cls, tokens=self.task.io().vocab_size is not None)
@@ -438,14 +440,26 @@ class Experiment:
             return NamedSharding(self.mesh, PartitionSpec("data", "seq"))
         return self.batch_sharding
 
+    def local_rows(self) -> slice:
+        """The rows of a global batch that this process's devices hold (all rows on one process)."""
+        size = self.config.train.batch_size
+        held = [index[0].indices(size)[:2] for index in
+                self.batch_sharding.addressable_devices_indices_map((size,)).values()]
+        return slice(min(start for start, _ in held), max(stop for _, stop in held))
+
     def device_batch(self, split: str, index: int) -> dict[str, jax.Array]:
         """Batch ``index`` of ``split`` sharded over the mesh (``batch_sharding_of``).
-        Every process computes the whole host batch and places the parts its devices hold."""
-        batch = self.host_batch(split, index)
+        Each process reads only the rows its devices hold (``local_rows``) and places them."""
+        rows = self.local_rows()
+        batch = self.host_batch(split, index, rows)
         length = batch["inputs"].shape[1]
 
         def put(x):
-            return jax.make_array_from_callback(x.shape, self.batch_sharding_of(x, length), lambda i: x[i])
+            def local(i):
+                start, stop, _ = i[0].indices(self.config.train.batch_size)
+                return x[(slice(start - rows.start, stop - rows.start),) + i[1:]]
+            shape = (self.config.train.batch_size,) + x.shape[1:]
+            return jax.make_array_from_callback(shape, self.batch_sharding_of(x, length), local)
         return jax.tree.map(put, batch)
 
     def num_eval_batches(self, split: str) -> int:
@@ -461,7 +475,7 @@ class Experiment:
             loss_sum, metric_sum, weight = (float(v) for v in jax.device_get(sums))
             results[f"{split}/loss"] = loss_sum / max(weight, 1.0)
             results[f"{split}/{self.task.metric}"] = metric_sum / max(weight, 1.0)
-        return results
+        return dict(results, **self.task.derived_metrics(results))
 
     def learning_rate(self, step: int) -> float:
         return float(self.schedule(step))

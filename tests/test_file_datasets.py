@@ -365,5 +365,5 @@ def test_cli_reports_a_missing_folder_in_one_line(tmp_path, capsys):
     code = cli.main(["train", str(PAPER / "s4_scifar.py"), "--workdir", str(tmp_path / "run"),
                      "--task.options.data_dir", str(tmp_path / "nothing")])
     err = capsys.readouterr().err.strip()
-    assert code == 1 and err.count("\n") == 0
+    assert code == 2 and err.count("\n") == 0
     assert "cifar-10-batches-py/data_batch_1..5" in err and str(tmp_path / "nothing") in err

@@ -38,10 +38,12 @@ def verdicts(record: dict) -> list[str]:
     bad = [f"{e['op']} {e['method']}" for e in checked if "failed" in e]
     errors = [max(e["output_error"], e.get("gradient_error", 0.0)) for e in checked if "output_error" in e]
     worst = f", worst relative error {max(errors):.1e}" if errors else ""
-    lines = [verdict("every method of every core scan agrees with reference.py (float32)", not bad and bool(checked),
-                     f"{len(checked) - len(bad)}/{len(checked)} agree{worst}" + (f"; mismatch: {', '.join(bad)}"
-                                                                                  if bad else ""),
-                     f"relative error ≤ {record['options']['tolerance']:.0e}")]
+    lines = []
+    if "correctness" in record["options"]["sections"]:
+        lines.append(verdict("every method of every core scan agrees with reference.py (float32)",
+                             not bad and bool(checked), f"{len(checked) - len(bad)}/{len(checked)} agree{worst}"
+                             + (f"; mismatch: {', '.join(bad)}" if bad else ""),
+                             f"relative error ≤ {record['options']['tolerance']:.0e}"))
     ratios = [r for r in record["scans"] if "auto_vs_best" in r]
     if ratios:
         top = max(ratios, key=lambda r: r["auto_vs_best"])
@@ -75,7 +77,8 @@ def _ms(value) -> str:
 
 
 def correctness_table(entries: list[dict]) -> str:
-    rows = [[e["op"], e["method"] + (f" (= {e['same_as']})" if "same_as" in e else ""), " ".join("×".join(map(str, s)) for s in e["shape"]),
+    rows = [[e["op"], e["method"] + (f" (= {e['same_as']})" if "same_as" in e else ""),
+             " ".join("×".join(map(str, s)) for s in e["shape"]),
              f"{e['output_error']:.1e}" if "output_error" in e else "–",
              f"{e['gradient_error']:.1e}" if "gradient_error" in e else "–",
              e.get("failed", "ok")] for e in entries]

@@ -26,8 +26,9 @@ Sections, in this order (``benchmarks/README.md``, "Accelerator run", has the nu
 
 A global time budget (``--budget-minutes``, default 8) is shared out: each section gets a
 fixed share of what is left when it starts (unused time passes on), and a case that would
-start after its section's deadline is skipped with a note ("time budget"). Lengths run
-shortest first, so a cut drops the longest ones. Writes ``results.json``, ``results.md``
+start after its section's deadline is skipped with a note ("time budget"). Scans and
+fla run every length at the smaller head size first, shortest first; mixers run every
+mixer at the shortest length first; so a cut drops the largest shapes. Writes ``results.json``, ``results.md``
 (tables, device, jax version, date) and ``scans.png``, ``mixers.png`` (and ``fla.png``)
 into ``--out``.
 """
@@ -58,7 +59,7 @@ from ._accelerator_report import fastest_rules, report, verdicts  # noqa: E402
 from ._accelerator_scans import CASES, ScanSize, auto_choice, check, methods_to_time, time_case  # noqa: E402
 from ._common import GiB, RESULTS_ENV, machine, results_dir, save_plot  # noqa: E402
 
-SHARES = {"correctness": 0.1, "scans": 0.45, "fla": 0.15, "mixers": 0.3}
+SHARES = {"correctness": 0.15, "scans": 0.4, "fla": 0.15, "mixers": 0.3}
 PASSES = ("forward", "fwd_bwd")
 DTYPES = {"bfloat16": jnp.bfloat16, "float32": jnp.float32}
 
@@ -92,14 +93,14 @@ SIZES = {
 class Budget:
     """A wall-clock deadline shared out between the sections (``SHARES``)."""
 
-    def __init__(self, seconds: float):
+    def __init__(self, seconds: float, sections=tuple(SHARES)):
         self.end = time.perf_counter() + seconds
+        self.sections = [name for name in SHARES if name in sections]
         self.notes: list[str] = []
 
     def section(self, name: str) -> float:
         """Deadline of section ``name``: its share of the time left, among the sections not yet run."""
-        names = list(SHARES)
-        rest = sum(SHARES[n] for n in names[names.index(name):])
+        rest = sum(SHARES[n] for n in self.sections[self.sections.index(name):])
         now = time.perf_counter()
         return now + max(self.end - now, 0.0) * SHARES[name] / rest
 
@@ -124,8 +125,8 @@ def run_correctness(size: Size, tolerance: float, budget: Budget) -> list[dict]:
 
 def run_scans(size: Size, max_bytes: float, budget: Budget) -> list[dict]:
     deadline, entries = budget.section("scans"), []
-    for length in size.lengths:
-        for dim in size.dims:
+    for dim in size.dims:
+        for length in size.lengths:
             shape = replace(size.scan, length=length, dim=dim)
             for case in CASES:
                 for kind in PASSES:
@@ -169,8 +170,8 @@ def run_fla(size: Size, max_bytes: float, budget: Budget) -> dict:
         print(f"  fla comparison skipped: {reason}", flush=True)
         return {"status": f"skipped: {reason}", "results": []}
     deadline, entries = budget.section("fla"), []
-    for length in size.lengths:
-        for dim in size.dims:
+    for dim in size.dims:
+        for length in size.lengths:
             for pair in fla_side.PAIRS:
                 if budget.expired(deadline, f"fla comparison {pair} L={length} D={dim}"):
                     continue
@@ -228,6 +229,8 @@ def parse(argv):
     p.add_argument("--max-gib", type=float, default=24.0, help="skip cases whose compiled memory exceeds this")
     p.add_argument("--tolerance", type=float, default=1e-3,
                    help="largest relative error against reference.py counted as agreement (float32)")
+    p.add_argument("--sections", nargs="+", choices=list(SHARES), default=list(SHARES),
+                   help="run only these sections (default: all, in the order correctness scans fla mixers)")
     p.add_argument("--only-mixers", nargs="+", metavar="NAME", help="mixer names (default: every registered one)")
     p.add_argument("--fit", type=Path, metavar="RESULTS_JSON",
                    help="print the fastest method per scan, pass, D and L from a results.json, then exit")
@@ -272,7 +275,7 @@ def main(argv=None) -> dict:
         size = replace(size, mixer_names=tuple(args.only_mixers))
     out = args.out or results_dir() / ("accelerator_quick" if args.tiny else "accelerator")
     out.mkdir(parents=True, exist_ok=True)
-    budget, max_bytes = Budget(60 * args.budget_minutes), args.max_gib * GiB
+    budget, max_bytes = Budget(60 * args.budget_minutes, args.sections), args.max_gib * GiB
     started = datetime.datetime.now(datetime.timezone.utc)
     device = jax.devices()[0]
     print(f"accelerator benchmark ({mode}) on {device.platform}: {device.device_kind}, jax {jax.__version__}",
@@ -281,15 +284,16 @@ def main(argv=None) -> dict:
         record = {"mode": mode, "date": started.isoformat(timespec="seconds"), "machine": machine(),
                   "device": {"platform": device.platform, "kind": device.device_kind, "count": jax.device_count()},
                   "options": {"budget_minutes": args.budget_minutes, "max_gib": args.max_gib,
+                              "sections": budget.sections,
                               "tolerance": args.tolerance, "sizes": repr(size)}}
-        print("\n## correctness", flush=True)
-        record["correctness"] = run_correctness(size, args.tolerance, budget)
-        print("\n## scans", flush=True)
-        record["scans"] = run_scans(size, max_bytes, budget)
-        print("\n## fla", flush=True)
-        record["fla"] = run_fla(size, max_bytes, budget)
-        print("\n## mixers", flush=True)
-        record["mixers"] = run_mixers(size, max_bytes, budget)
+        runners = {"correctness": lambda: run_correctness(size, args.tolerance, budget),
+                   "scans": lambda: run_scans(size, max_bytes, budget),
+                   "fla": lambda: run_fla(size, max_bytes, budget),
+                   "mixers": lambda: run_mixers(size, max_bytes, budget)}
+        for name, runner in runners.items():
+            print(f"\n## {name}", flush=True)
+            skipped = {"status": "skipped: not among --sections", "results": []} if name == "fla" else []
+            record[name] = runner() if name in budget.sections else skipped
     record["notes"] = budget.notes
     record["wall_s"] = (datetime.datetime.now(datetime.timezone.utc) - started).total_seconds()
     record["verdicts"] = verdicts(record)

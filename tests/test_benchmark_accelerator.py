@@ -41,7 +41,8 @@ def test_every_scan_and_method_agrees_with_the_reference(tiny):
     for entry in record["correctness"]:
         assert "failed" not in entry, entry
         assert entry["output_error"] <= record["options"]["tolerance"]
-    assert record["verdicts"][0].startswith("every method of every core scan agrees") and "goal met" in record["verdicts"][0]
+    first = record["verdicts"][0]
+    assert first.startswith("every method of every core scan agrees") and "goal met" in first
 
 
 def test_every_method_is_timed_both_passes_with_auto_recorded(tiny):
@@ -109,6 +110,14 @@ def test_an_exhausted_budget_skips_everything_with_notes(tmp_path):
     assert "## Skipped by the time budget" in (tmp_path / "results.md").read_text()
 
 
+def test_sections_not_asked_for_are_left_out(tmp_path):
+    returned = accelerator.main(["--tiny", "--out", str(tmp_path), "--sections", "fla"])
+    record = json.loads((tmp_path / "results.json").read_text())
+    assert record["options"]["sections"] == ["fla"]
+    assert record["correctness"] == record["scans"] == record["mixers"] == [] and not record["notes"]
+    assert not any("agrees with reference.py" in line for line in returned["verdicts"])
+
+
 def test_a_mismatch_or_an_error_is_reported_not_raised():
     linear = next(c for c in CASES if c.op == "linear_scan")
     wrong = ScanCase("linear_scan", ("sequential", "broken"), linear.make,
@@ -121,7 +130,8 @@ def test_a_mismatch_or_an_error_is_reported_not_raised():
 
 def test_the_suite_is_wired_into_run_but_not_into_all(tmp_path, monkeypatch):
     calls = []
-    stand_in = types.SimpleNamespace(main=lambda argv=None: calls.append(argv) or {"verdicts": ["x: goal met (1 vs 1)"]})
+    record = {"verdicts": ["x: goal met (1 vs 1)"]}
+    stand_in = types.SimpleNamespace(main=lambda argv=None: calls.append(argv) or record)
     monkeypatch.setitem(sys.modules, "benchmarks.accelerator", stand_in)
     assert run.main(["--suite", "accelerator", "--smoke", "--results", str(tmp_path)]) == 0
     assert calls == [["--smoke"]]

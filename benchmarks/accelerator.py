@@ -149,7 +149,9 @@ def run_scans(size: Size, max_bytes: float, budget: Budget) -> list[dict]:
                     summarize_auto(entry, case.methods)
                     entries.append(entry)
                     print(f"  {case.op:16s} L={length:6d} D={dim:4d} {kind:8s} "
-                          + " ".join(f"{m} {t:.3g} ms" for m, t in entry["ms"].items()), flush=True)
+                          + " ".join([f"{m} {t:.3g} ms" for m, t in entry["ms"].items()]
+                                     + [f"{m} skipped ({why})" for m, why in entry["skipped"].items()]
+                                     + [f"{m} FAILED" for m in entry.get("failed", {})]), flush=True)
     return entries
 
 

@@ -128,15 +128,16 @@ def predicted_seconds(lengths: list[int], seconds: list[float], length: int) -> 
 
 
 def measure(name: str, length: int, size: Size, *, max_bytes: float, max_seconds: float,
-            previous: tuple[list[int], list[float]]) -> dict:
-    """One (mixer, length) case: compile, check the limits, time; an entry for the JSON."""
+            previous: tuple[list[int], list[float]], dtype=jnp.float32) -> dict:
+    """One (mixer, length) case: compile, check the limits, time; an entry for the JSON.
+    ``dtype`` is the activation dtype of the input (parameters stay float32)."""
     shape = input_shape(name, length, size.batch, size.d_model)
     entry = {"mixer": name, "L": length, "shape": list(shape)}
     guess = predicted_seconds(*previous, length)
     if guess is not None and guess > max_seconds:
         return dict(entry, skipped=f"too large (predicted {guess:.0f} s > {max_seconds:.0f} s)")
     step, state = train_step(build(name, size.d_model, length, small=size.small))
-    x = jax.random.normal(jax.random.PRNGKey(0), shape, jnp.float32)
+    x = jax.random.normal(jax.random.PRNGKey(0), shape, jnp.float32).astype(dtype)
     compiled = compile_stats(step, state, x)
     entry.update(compile_s=compiled.seconds, peak_bytes=compiled.peak_bytes)
     if compiled.peak_bytes is not None and compiled.peak_bytes > max_bytes:

@@ -13,7 +13,10 @@ every mixer against length), ``generate`` (``step`` latency against context leng
 vs full attention), ``delta`` (chunked vs sequential delta rule), ``hydra`` (the Hydra
 mixer's SSD methods at L = 4k, 16k) and ``parallel`` (sequence-parallel scans).
 ``delta``, ``hydra`` and ``parallel`` are imported only when run; a
-missing module is skipped with a note.
+missing module is skipped with a note. ``accelerator`` (``benchmarks/accelerator.py``:
+scan correctness, every method timed at device sizes, every mixer's train step, and
+flash-linear-attention's kernels side by side) runs only when named, never in ``all``:
+its full size is made for a GPU (``--quick``/``--smoke`` run its ``--tiny`` size).
 
 Each suite prints a Markdown table and one verdict line per goal ("goal met" /
 "missed: X vs Y") and writes ``benchmarks/results/<suite>.json`` and ``.png``
@@ -42,9 +45,10 @@ import traceback
 
 from ._common import RESULTS_ENV, machine, results_dir, verdict
 
-SUITES = ("scans", "memory", "mixers", "generate", "compile", "routing", "delta", "hydra", "parallel")
+SUITES = ("scans", "memory", "mixers", "generate", "compile", "routing", "delta", "hydra", "parallel", "accelerator")
+NOT_IN_ALL = ("accelerator",)                      # device-sized: run only when named
 TAKES_MIXERS = ("mixers", "generate", "compile")   # suites that accept --only <mixer names>
-HAS_SMOKE = ("scans", "memory", "mixers", "generate", "compile")
+HAS_SMOKE = ("scans", "memory", "mixers", "generate", "compile", "accelerator")
 OPTIONAL = ("delta", "hydra", "parallel")                 # written separately: skipped when missing
 # Full-size runs (time-boxed on a shared 2-core CPU): shorter per-case limits for the mixer suites, fewer
 # timed calls for routing and L ≤ 8k (its full attention at L = 16k took ~17 GiB of host memory and was
@@ -130,7 +134,8 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if args.results:
         os.environ[RESULTS_ENV] = args.results
-    suites = list(SUITES) if "all" in args.suite else list(dict.fromkeys(args.suite))
+    suites = ([s for s in SUITES if s not in NOT_IN_ALL] + [s for s in args.suite if s in NOT_IN_ALL]
+              if "all" in args.suite else list(dict.fromkeys(args.suite)))
     quick = args.quick or args.smoke
 
     rows, reports, lines = [], {}, {}

@@ -7,8 +7,9 @@ Jupyter with jupytext, or convert it with ``jupytext --to ipynb notebooks/NN_nam
   notebook works; unset, a notebook runs at the full size its markdown reports.
 * Training runs go to ``$SEQMODELS_RUNS/<name>`` (default ``runs/notebooks/<name>`` under
   the repository); running a notebook again resumes or reuses finished runs.
-* At full size, figures are also saved to ``notebooks/figures/<name>.png``, the pictures
-  the markdown of each notebook refers to.
+* Figures are shown inline. Only at full size and when asked (``SEQMODELS_SAVE_FIGURES=1``)
+  are they also written to ``notebooks/figures/<name>.png``, the tracked pictures the
+  markdown of each notebook refers to; so running a notebook never overwrites them.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ HERE = Path(__file__).resolve().parent
 SMOKE = os.environ.get("SEQMODELS_SMOKE", "0") == "1"
 RUNS = Path(os.environ.get("SEQMODELS_RUNS", HERE.parent / "runs" / "notebooks"))
 FIGURES = HERE / "figures"
+SAVE_FIGURES = os.environ.get("SEQMODELS_SAVE_FIGURES", "0") == "1"
 
 
 def pick(full, smoke):
@@ -54,8 +56,8 @@ def curve(name: str, key: str) -> tuple[list[int], list[float]]:
 
 
 def savefig(fig, name: str) -> None:
-    """Save ``fig`` as ``notebooks/figures/<name>.png`` at full size (not in smoke mode)."""
-    if not SMOKE:
+    """Save ``fig`` as ``notebooks/figures/<name>.png`` at full size under ``SEQMODELS_SAVE_FIGURES=1``."""
+    if SAVE_FIGURES and not SMOKE:
         FIGURES.mkdir(exist_ok=True)
         fig.savefig(FIGURES / f"{name}.png", dpi=110, bbox_inches="tight")
 

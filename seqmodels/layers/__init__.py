@@ -23,3 +23,5 @@ from . import plstm as _plstm  # noqa: F401
 from . import attention as _attention  # noqa: F401
 from . import convlstm as _convlstm  # noqa: F401
 from . import deltaproduct as _deltaproduct  # noqa: F401  (registers "deltaproduct" and "deltanet")
+
+from .linen import to_linen as to_linen

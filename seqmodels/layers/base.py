@@ -28,6 +28,7 @@ from typing import Any, Callable, ClassVar
 import jax
 import jax.numpy as jnp
 from flax import nnx
+from jaxtyping import Array, Float
 
 
 def _check_activation(name: str, x, ndim: int, d_model: int, layout: str) -> None:
@@ -73,12 +74,15 @@ class Mixer(nnx.Module):
         axes = {1: "length", 2: "H, W"}.get(cls.spatial_ndim, f"{cls.spatial_ndim} spatial axes")
         return f"(batch, {'T, ' if cls.temporal else ''}{axes}, d_model)"
 
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def __call__(self, x: Float[Array, "B *axes D"]) -> Float[Array, "B *axes D"]:
+        """Mix ``x`` along its :meth:`layout` axes (``B`` batch, ``*axes`` length, or H, W, or
+        T, H, W; ``D`` = ``d_model``); returns the same shape in ``x``'s dtype."""
         _check_activation("x", x, self.input_ndim(), self.d_model, self.layout())
         return self.forward(x).astype(x.dtype)
 
-    def step(self, x_t: jax.Array, state: Any) -> tuple[jax.Array, Any]:
-        """One step of the recurrent form: ``x_t`` is ``x[:, t]``; returns ``(y[:, t], state)``."""
+    def step(self, x_t: Float[Array, "B *frame D"], state: Any) -> tuple[Float[Array, "B *frame D"], Any]:
+        """One step of the recurrent form: ``x_t`` is ``x[:, t]``; returns ``(y[:, t], state)``
+        (``*frame``: no axes for sequences, H, W for video)."""
         if not self.causal:
             raise NotImplementedError(f"{type(self).__name__} is not causal and has no recurrent step")
         layout = self.layout().replace("T, " if self.temporal else "length, ", "", 1)

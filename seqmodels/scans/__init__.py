@@ -6,6 +6,13 @@ for each, used by the tests. The five recurrences below can run with their time 
 sharded across devices (``seqmodels.scans.parallel``): inside
 ``with scans.sequence_parallel(mesh, axis="seq"):``, or when their main input is
 sharded along time over an explicit mesh axis.
+
+Signatures state array shapes with jaxtyping (documentation for readers and type
+checkers; nothing is checked at run time beyond each function's own input checks).
+The letters: ``B`` batch, ``L`` length (time, axis 1), ``H`` heads, ``Dk`` / ``Dv`` key /
+value features, ``N`` state size of a dense transition, ``n_h`` Householder steps per
+token, ``K`` kernel length, ``X`` / ``Y`` grid sides, ``*S`` / ``*heads`` any further
+axes, ``...`` any axes (broadcastable where the docstring says so).
 """
 
 from .conv import fft_conv as fft_conv

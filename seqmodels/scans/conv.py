@@ -20,11 +20,13 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 import numpy as np
+from jaxtyping import Array, Inexact
 
 from . import _checks
 
 
-def fft_conv(u, kernel, *, causal=True):
+def fft_conv(u: Inexact[Array, "B L ..."], kernel: Inexact[Array, "K ..."] | Inexact[Array, "B K ..."], *,
+             causal: bool = True) -> Inexact[Array, "B L ..."]:
     """Convolve ``u`` with ``kernel`` along axis 1.
 
     Args:

@@ -79,6 +79,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+from jaxtyping import Array, Float
 
 from . import _checks
 from ._dispatch import resolve_method, sequential_forward_chunked_backward
@@ -87,7 +88,11 @@ METHODS = ("auto", "sequential", "chunked")
 DEFAULT_CHUNK_SIZE = 64
 
 
-def delta_rule(q, k, v, beta, log_gate=None, s0=None, *, method="auto", chunk_size=DEFAULT_CHUNK_SIZE):
+def delta_rule(q: Float[Array, "B L H Dk"], k: Float[Array, "B L H n_h Dk"] | Float[Array, "B L H Dk"],
+               v: Float[Array, "B L H n_h Dv"] | Float[Array, "B L H Dv"],
+               beta: Float[Array, "B L H n_h"] | Float[Array, "B L H"], log_gate: Float[Array, "B L H"] | None = None,
+               s0: Float[Array, "B H Dk Dv"] | None = None, *, method: str = "auto",
+               chunk_size: int = DEFAULT_CHUNK_SIZE) -> tuple[Float[Array, "B L H Dv"], Float[Array, "B H Dk Dv"]]:
     """Evaluate the (gated) delta rule with ``n_h`` Householder steps per token over axis 1.
 
     Args:

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+from jaxtyping import Array, Float
 
 from . import _checks
 from .linear import linear_scan
@@ -44,8 +45,13 @@ GRID_METHODS = ("auto", "factorized", "wavefront")
 _HIGHEST = jax.lax.Precision.HIGHEST
 
 
-def grid_scan(b_r, b_d, T_rl=None, T_ru=None, T_dl=None, T_du=None, h0_left=None, h0_top=None,
-              *, reverse=(False, False), exclusive=False, method="auto"):
+def grid_scan(b_r: Float[Array, "B X Y *S N"], b_d: Float[Array, "B X Y *S N"],
+              T_rl: Float[Array, "... N N"] | None = None, T_ru: Float[Array, "... N N"] | None = None,
+              T_dl: Float[Array, "... N N"] | None = None, T_du: Float[Array, "... N N"] | None = None,
+              h0_left: Float[Array, "B Y *S N"] | None = None, h0_top: Float[Array, "B X *S N"] | None = None,
+              *, reverse: tuple[bool, bool] = (False, False), exclusive: bool = False, method: str = "auto",
+              ) -> tuple[tuple[Float[Array, "B X Y *S N"], Float[Array, "B X Y *S N"]],
+                         tuple[Float[Array, "B Y *S N"], Float[Array, "B X *S N"]]]:
     """Evaluate the grid recurrence above over axes 1 (x) and 2 (y).
 
     Args:

@@ -16,12 +16,15 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+from jaxtyping import Array, Bool, Inexact
 
 from . import _checks
 from ._dispatch import resolve_method
 
 
-def linear_scan(a, b, h0=None, *, reverse=False, reset=None, method="auto", chunk_size=None):
+def linear_scan(a: Inexact[Array, "..."], b: Inexact[Array, "B L *S"], h0: Inexact[Array, "B *S"] | None = None,
+                *, reverse: bool = False, reset: Bool[Array, "B L"] | None = None, method: str = "auto",
+                chunk_size: int | None = None) -> tuple[Inexact[Array, "B L *S"], Inexact[Array, "B *S"]]:
     """Evaluate ``h_t = a_t * h_{t-1} + b_t`` over axis 1.
 
     Args:

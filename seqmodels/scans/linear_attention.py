@@ -62,6 +62,7 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jaxtyping import Array, Float
 
 from . import _checks
 from ._dispatch import resolve_method, sequential_forward_chunked_backward
@@ -72,7 +73,10 @@ SUB_CHUNK_SIZE = 16  # per-feature decay: exact (c, c, Dk) weights within sub-ch
 LOG_DECAY_FLOOR = -1e4  # chunked: differences of -inf cumulative sums would be NaN
 
 
-def linear_attention(q, k, v, log_decay=None, s0=None, *, method="auto", chunk_size=DEFAULT_CHUNK_SIZE):
+def linear_attention(q: Float[Array, "B L H Dk"], k: Float[Array, "B L H Dk"], v: Float[Array, "B L H Dv"],
+                     log_decay: Float[Array, "B L H"] | Float[Array, "B L H Dk"] | None = None,
+                     s0: Float[Array, "B H Dk Dv"] | None = None, *, method: str = "auto",
+                     chunk_size: int = DEFAULT_CHUNK_SIZE) -> tuple[Float[Array, "B L H Dv"], Float[Array, "B H Dk Dv"]]:
     """Evaluate ``S_t = exp(g_t) S_{t-1} + k_t v_tᵀ``, ``o_t = S_tᵀ q_t`` over axis 1.
 
     Args:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+from jaxtyping import Array, Inexact
 
 from . import _checks
 from ._dispatch import resolve_method
@@ -31,7 +32,9 @@ from ._dispatch import resolve_method
 _HIGHEST = jax.lax.Precision.HIGHEST
 
 
-def matrix_scan(A, b, h0=None, *, reverse=False, method="auto", chunk_size=None):
+def matrix_scan(A: Inexact[Array, "... N N"], b: Inexact[Array, "B L *S N"],
+                h0: Inexact[Array, "B *S N"] | None = None, *, reverse: bool = False, method: str = "auto",
+                chunk_size: int | None = None) -> tuple[Inexact[Array, "B L *S N"], Inexact[Array, "B *S N"]]:
     """Evaluate ``h_t = A_t @ h_{t-1} + b_t`` over axis 1.
 
     Args:

@@ -13,9 +13,11 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
+from jaxtyping import Array, PyTree, Shaped
 
 
-def nonlinear_scan(cell: Callable[[Any, Any], tuple[Any, Any]], x, state0) -> tuple[Any, Any]:
+def nonlinear_scan(cell: Callable[[Any, Any], tuple[Any, Any]], x: PyTree[Shaped[Array, "B L ..."]],
+                   state0: PyTree) -> tuple[PyTree[Shaped[Array, "B L ..."]], PyTree]:
     """Run ``cell`` over axis 1 of ``x``.
 
     Args:

@@ -31,6 +31,7 @@ import math
 
 import jax
 import jax.numpy as jnp
+from jaxtyping import Array, Float
 
 from . import _checks
 from ._dispatch import resolve_method
@@ -39,7 +40,9 @@ from .reference import SoftmaxState
 _HIGHEST = jax.lax.Precision.HIGHEST
 
 
-def softmax_scan(scores, v, state=None, *, method="auto", chunk_size=None):
+def softmax_scan(scores: Float[Array, "B L *heads"], v: Float[Array, "B L *heads Dv"],
+                 state: SoftmaxState | None = None, *, method: str = "auto",
+                 chunk_size: int | None = None) -> tuple[Float[Array, "B L *heads Dv"], SoftmaxState]:
     """Causal running softmax of ``v`` weighted by ``exp(scores)`` along axis 1.
 
     Args:

@@ -49,9 +49,14 @@ def seqmodels_commands() -> list[list[str]]:
     return commands
 
 
-# Runs in the child interpreter: every block in order in one namespace, each compiled
-# under its README line so that a traceback points at the README.
+# Runs in the child interpreter, in a scratch folder: first a short quickstart run at
+# runs/qs (the run the README's training section makes, which its load_model block
+# reads), then every block in order in one namespace, each compiled under its README
+# line so that a traceback points at the README.
 RUN_BLOCKS = """
+from seqmodels.train import cli
+assert cli.main(["train", "quickstart", "--workdir", "runs/qs", "--train.steps", "2",
+                 "--train.eval_batches", "1"]) == 0
 namespace = {"__name__": "__readme__"}
 for line, source in BLOCKS:
     exec(compile("\\n" * (line - 1) + source, "README.md", "exec"), namespace)
@@ -63,11 +68,11 @@ def test_readme_has_python_and_seqmodels_blocks():
     assert any(words[:1] == ["train"] for words in seqmodels_commands())
 
 
-def test_python_blocks_run_in_order():
+def test_python_blocks_run_in_order(tmp_path):
     program = f"BLOCKS = {code_blocks('python')!r}\n{RUN_BLOCKS}"
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", MPLBACKEND="Agg",
                PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
-    done = subprocess.run([sys.executable, "-c", program], cwd=REPO, env=env,
+    done = subprocess.run([sys.executable, "-c", program], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-4000:]
 

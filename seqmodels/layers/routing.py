@@ -358,10 +358,11 @@ class Routing(Mixer):
         self.key = Dense(d_model, key_heads * head_dim, use_bias=use_bias, rngs=rngs) if key_heads else None
         self.value = Dense(d_model, num_heads * head_dim, use_bias=use_bias, rngs=rngs)
         self.out = Dense(num_heads * head_dim, d_model, use_bias=use_bias, rngs=rngs)
-        init = jax.random.normal(rngs.params(), (self.routing_heads, num_clusters, head_dim), jnp.float32)
-        self.centroids = Centroids(_unit(init))
-        if init_from_data:
-            self.centroids_from_data = Centroids(jnp.asarray(False))
+        if self.routing_heads:  # (a checkpoint cannot hold an empty array)
+            init = jax.random.normal(rngs.params(), (self.routing_heads, num_clusters, head_dim), jnp.float32)
+            self.centroids = Centroids(_unit(init))
+            if init_from_data:
+                self.centroids_from_data = Centroids(jnp.asarray(False))
 
     # -- parallel form -----------------------------------------------------------------
 

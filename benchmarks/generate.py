@@ -13,9 +13,8 @@ forward over the ``L`` tokens, which is what a model without a recurrent form mu
 per generated token. ``state`` is the size of everything ``step`` carries.
 Attention's cache is built for the context plus the timed tokens
 (``max_length = L + calls``), so its step grows with ``L`` (a KV cache is ``O(L)`` per
-token); the other mixers' states have a fixed size (routing's cache holds a fixed
-``num_clusters``, as its docstring advises for generation: see
-:func:`generation_options`). ``convs5`` steps one video frame of 4 × 4 pixels: its
+token); the other mixers' states have a fixed size (routing's cache holds its fixed
+``num_clusters``). ``convs5`` steps one video frame of 4 × 4 pixels: its
 ``L`` counts pixels × frames (``L/16`` frames of context). A length whose context
 would take more than ``--max-seconds`` (60 s) to step through, extrapolated from the previous
 length's measured prefill time (``prefill_s``, compilation of a new block included)
@@ -92,18 +91,14 @@ def timed_calls(size: Size) -> int:
 
 def generation_options(name: str, length: int, size: Size) -> dict:
     """The mixers suite's options, made for inference: a KV cache (``max_length``) sized for
-    the context and the timed tokens; routing with a fixed number of clusters (its docstring's
-    advice for generation), ``k(L_max) = round(√L_max)`` capped at ``max_clusters``, so that the
-    cache, the step and the forward use the same clusters at every length; ``deterministic``
-    (inference: no centroid updates) where a mixer has it."""
+    the context and the timed tokens; ``deterministic`` (inference: no centroid updates) where a
+    mixer has it. (Routing's number of clusters is fixed at construction, so the cache, the step
+    and the forward use the same clusters at every length.)"""
     spec = layers.spec(name)
     defaults = spec.options()
     options = mixer_options(name, length, small=size.small)
     if "max_length" in defaults:  # a KV cache: the context and the timed tokens
         options["max_length"] = length // positions_per_step(spec.cls) + timed_calls(size)
-    if "num_clusters" in defaults and options.get("num_clusters") is None:
-        cap = options.get("max_clusters", defaults["max_clusters"].default)
-        options["num_clusters"] = int(min(max(round(math.sqrt(max(size.lengths))), 1), cap))
     if "deterministic" in defaults:
         options["deterministic"] = True
     return options

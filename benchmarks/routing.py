@@ -13,7 +13,7 @@ printed, never asserted.
 
 Methods:
   routing     ``routing`` with its defaults: 2 local + 2 routing heads, window 64,
-              round(√L) clusters (cap 128).
+              8 clusters (the default), content admission.
   local       the same mixer with 4 local heads (sliding window 64), no routing.
   full        dense causal softmax attention, an (L × L) matrix per head.
 """

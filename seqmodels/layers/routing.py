@@ -2,71 +2,94 @@
 (Roy, Saffar, Vaswani, Grangier, TACL 2021).
 
 Heads are split between *local* heads (sliding-window attention) and *routing* heads,
-concatenated and projected: ``y = W_o concat(local_heads, routing_heads)``. A routing
-head clusters its queries and keys with an online k-means and attends only within a
-cluster (paper §4):
+concatenated and projected: ``y = W_o concat(local_heads, routing_heads)``. Every head
+has its own query, value and (for local heads always) key projection. A routing head
+clusters its queries and keys with an online spherical k-means and attends only within
+a cluster (paper §4):
 
-    q̂ = norm(q),  k̂ = norm(k)              layer-norm without parameters (per head)
-    c(x̂) = argmin_c ‖x̂ − μ_c‖²              nearest of the head's centroids μ ∈ R^{k×d_h}
+    r̂ = r / ‖r‖                               routing vectors: unit-norm queries (keys)
+    c(r̂) = argmax_c r̂·μ_c                    nearest of the head's unit centroids μ ∈ R^{k×d_h}
     o_t = softmax_{s ∈ S(t)}(q_t·k_s / √d_h) v_s
 
-Queries and keys share one projection by default in the causal mixer (``k = q``, as in
-the paper's causal models); attention itself uses the raw ``q``, ``k``. Cluster choices
-are discrete, so they are made in float32 (from a float32 projection when activations
-are bfloat16): mixed precision changes values, never which tokens meet.
+With ``shared_qk`` (the default of the causal mixer, as in the paper's causal models)
+a routing head's keys are its unit-normalized queries, ``k_s = q̂_s``, and a query does
+not attend to itself unless it has no other admissible key (the official codes' shared-QK
+convention); local heads keep their own keys either way. Cluster choices are discrete,
+so they are made in float32 (from a float32 projection when activations are bfloat16):
+mixed precision changes values, never which tokens meet.
 
-**Two mixers, two choices of S(t).**
+**Admission: who meets whom.** ``admission`` chooses ``S(t)``:
 
-- ``routing_bidirectional`` (not causal): the paper's balanced routing. Each centroid
-  takes its ``w = ⌈L / k⌉`` nearest queries and its ``w`` nearest keys; attention runs
-  within each such cluster; outputs are scattered back to their positions and
-  averaged over the clusters that picked the token (tokens picked by none get zero
-  from the routing heads). Which tokens a cluster keeps depends on the whole
-  sequence, so this form is not causal (the paper's top-w routing is not causal
-  either: a future token can push a past key out of a cluster).
-- ``routing`` (causal, strictly): S(t) = the ``window`` most recent tokens ``s ≤ t``
-  (``t`` itself included) with ``c(q_s) = c(q_t)``. A token's cluster depends on that
-  token alone (centroids are fixed during a forward pass), so output ``t`` depends on
-  inputs ``≤ t`` only. Computed by a sort on ``(cluster, position)``: every cluster
-  becomes a contiguous run ordered by position, so the admissible keys of a query are
-  exactly the same-cluster entries among the ``window`` sorted entries ending at
-  itself — a banded attention over the sorted order with a same-cluster mask
-  (``common.local_attention`` with segment ids), then the inverse permutation. This
-  needs shared query/key (a query's keys are then the members of its own run), so
-  ``shared_qk=False`` is rejected for the causal mixer.
+- ``"content"`` (default of the causal mixer): ``S(t)`` = the ``window`` best keys
+  ``s ≤ t`` of the query's cluster, best meaning closest to the cluster's centroid
+  (highest ``k̂_s·μ_c``; ties go to the later key). This is the paper's balanced routing
+  (each centroid keeps its ``w`` nearest members) restricted to the prefix, which is
+  what Google's decoder does by setting future tokens' centroid distances to 1e9: the
+  same criterion, never the future. A key's score depends on that key alone
+  (centroids are fixed during a forward pass), so ``S(t)`` depends on inputs ``≤ t``
+  only: the mixer is strictly causal, and ``step`` (which keeps, per cluster, the
+  ``window`` best keys seen so far) equals the parallel form token by token. Unlike
+  recency, a crowded cluster cannot push a key out by sheer numbers: a key leaves
+  ``S(t)`` only when ``window`` keys closer to the centroid arrive.
+- ``"recency"``: the ``window`` most recent keys ``s ≤ t`` of the query's cluster (the
+  same algorithm with a constant score). In a cluster that holds most tokens, a key is
+  gone after ``window`` more members arrive, whatever its content; kept for comparison.
+- ``"paper"`` (the only choice of the bidirectional mixer): the paper's balanced top-w
+  over the whole sequence: each centroid takes its ``window`` nearest queries and its
+  ``window`` nearest keys, attention runs within each such cluster (causal mixer:
+  keys ``s ≤ t`` only), outputs are scattered back and averaged over the clusters that
+  picked the token (tokens picked by none get zero from the routing heads). Which keys
+  a cluster keeps depends on the whole sequence, so in the causal mixer this form is
+  **not** prefix invariant, and its ``step`` (the ``"content"`` cache, i.e. the
+  decoder's rule) **differs** from its parallel form; use it for the paper's training
+  numbers, not for generation.
 
-Cost per routing head: ``O(L·k·d_h)`` for the assignment, ``O(L log L)`` for the sort
-or top-w, ``O(L·w·d_h)`` for the attention; no ``L × L`` matrix is ever built. Local
-heads see ``t − window < s ≤ t`` (causal) or ``|s − t| < window`` (bidirectional).
+**Parallel algorithm of the causal admissions** (``_best_keys``). Cut the sequence into
+blocks of ``window`` positions. For every block and cluster, keep the cluster's
+``window`` best keys of all *earlier* blocks: a prefix over blocks, computed in
+``⌈log₂(L/w)⌉`` doubling rounds, each merging two candidate lists by ``top_k`` (a
+running best-``w`` list is associative). A query's ``S(t)`` is then the best ``window``
+among that list and the same-cluster keys of its own block up to ``t``: ``2w``
+candidates. Ties follow one order everywhere (``top_k`` keeps the lower index among
+equals, and candidates are laid out latest first), so the step cache picks the same keys.
 
-**Number of clusters.** ``num_clusters=k`` fixes ``k``; the centroid variable then
-holds exactly ``k`` centroids per routing head. ``num_clusters=None`` (default) uses
-``k(L) = clip(round(√L), 1, max_clusters)`` at call time (the paper's ``k ≈ √L``,
-which balances ``L·k`` against ``L²/k``); the variable holds ``max_clusters``
-centroids and a call of length ``L`` uses (and updates) the first ``k(L)``. Since
-``k(L)`` depends on the total length, ``y[:, :t]`` of ``x[:, :t]`` differs from the
-first ``t`` outputs for ``x`` when ``k(t) ≠ k(L)``; within one call the mixer is
-strictly causal. ``init_state(batch, length=L)`` builds a cache for ``k(L)`` clusters,
-so ``step`` reproduces a length-``L`` forward (without ``length``: ``num_clusters`` or
-``max_clusters``). For autoregressive generation fix ``num_clusters``.
+Cost per routing head: ``O(L·k·d_h)`` for the assignment, ``O(L·k·log(L/w))`` for the
+best-key lists (``O(L log L)`` for ``"paper"``'s top-w), ``O(L·w·d_h)`` for the
+attention; no ``L × L`` matrix is ever built. Local heads see ``t − window < s ≤ t``
+(causal) or ``|s − t| < window`` (bidirectional).
+
+**Number of clusters.** ``num_clusters`` (default 8, the paper's Wikitext-103 setting of
+8 clusters) is fixed at construction: the centroid variable holds exactly that many per
+routing head, and calls of every length and the ``step`` cache use them all, so
+generation reproduces the parallel forward with default options.
+
+**Non-finite inputs** (causal mixer). A NaN or inf at position ``t`` reaches only the
+outputs that give it weight: later positions whose window or ``S(t')`` holds ``t``.
+Keys and values no query admits are zeroed before the weighted sum (``0 · NaN`` would
+be NaN), and local heads mark exactly the rows whose band holds a non-finite key or value.
 
 **Centroids are not parameters.** They live in a ``Centroids`` variable (an
 ``nnx.Variable`` subclass, not ``nnx.Param``), so ``nnx.Optimizer(..., wrt=nnx.Param)``
 and gradients over ``nnx.Param`` never touch them, and every use is under
-``stop_gradient`` (their gradient is zero even if asked for). In training mode
-(``deterministic=False``, the default; ``model.train()``) each forward pass updates
-the centroids it used, after computing its output, by an exponential moving average
-of the normalized vectors assigned to them (queries, and keys if not shared; batch
-and positions pooled): ``μ_c ← λ μ_c + (1 − λ) mean{x̂ : c(x̂) = c}`` with
+``stop_gradient``. They start as random unit vectors or, with ``init_from_data=True``,
+from the first training-mode batch: evenly spaced routing
+vectors of that batch refined by 10 spherical k-means iterations (assign by dot
+product, centroid = normalized sum of its members, an empty cluster keeps its
+centroid), done once; a ``Centroids`` flag records it, so a checkpoint carries it. In
+training mode (``deterministic=False``, the default; ``model.train()``) each forward
+pass then moves the centroids it used, after computing its output, towards the
+normalized mean of the routing vectors assigned to them (queries, and keys if not
+shared; batch and positions pooled) and renormalizes (spherical k-means):
+``μ_c ← normalize(λ μ_c + (1 − λ) normalize(Σ_{c(r̂)=c} r̂))`` with
 ``λ = ema_decay = 0.999``; a centroid with no assigned vector stays. ``model.eval()``
-sets ``deterministic=True`` and freezes them; ``step`` never changes them. The
-update is a state mutation: run training-mode calls eagerly or under nnx transforms
+sets ``deterministic=True`` and freezes them; ``step`` never changes them. The update
+is a state mutation: run training-mode calls eagerly or under nnx transforms
 (``nnx.jit``, ``nnx.grad``, ``nnx.value_and_grad``), which carry it back to the
 module; under a raw ``jax.grad`` of a closure over the module's non-Param state, nnx
 refuses the mutation (``TraceContextError``), as it does for ``BatchNorm``.
 
 **Auxiliary loss (training mode).** Each training-mode forward pass sows the
-commitment loss ``β · mean((x̂ − sg(μ_{c(x̂)}))²)`` (``β = commitment = 1e-4``; mean
+commitment loss ``β · mean((r̂ − sg(μ_{c(r̂)}))²)`` (``β = commitment = 1e-4``; mean
 over vectors and features; its gradient reaches the projections only) with
 ``self.sow(nnx.Intermediate, "aux_loss", value)``. **The training loop must add every
 ``aux_loss`` intermediate to the task loss**, e.g.::
@@ -81,9 +104,19 @@ after the call). In eval mode nothing is sown.
 
 **Step** (causal mixer only) works over a fixed-size cache (``RoutingCache``): a ring
 buffer of the last ``window`` keys/values of the local heads and, per routing head and
-per cluster, a ring buffer of the last ``window`` keys/values assigned to that cluster
-with the count of tokens it has received; the token's own key is written before it
-attends, so ``step`` equals the parallel form token by token.
+per cluster, the ``window`` best keys/values seen so far with their scores and
+positions; the token's own key is admitted before it attends, so ``step`` equals the
+parallel form (``"content"``, ``"recency"``) token by token.
+
+Remaining differences from the official codes (lucidrains/routing-transformer,
+google-research routing_transformer): no learned memory key/values (``num_mem_kv``; a
+query with no admissible key gets zero instead); routing heads use no rotary
+embedding; the data initialization samples evenly spaced vectors (lucidrains: random
+ones) and the EMA mean is renormalized (lucidrains leaves it unnormalized; Google keeps
+unnormalized count/sum averages of layer-normed vectors); the causal mixer's default
+admission is the prefix rule above rather than the whole-sequence top-w with a causal
+mask (``"paper"``); the centroid update runs in the forward pass of a training-mode
+call, not in a backward hook.
 """
 
 from __future__ import annotations
@@ -98,11 +131,13 @@ from flax import nnx
 from .base import Mixer, register
 from .common import Dense, expand_to, local_attention, masked_softmax
 
-_NORM_EPS = 1e-6
+_NORM_EPS = 1e-12
+_INIT_ITERATIONS = 10
+ADMISSIONS = ("content", "recency", "paper")
 
 
 class Centroids(nnx.Variable):
-    """k-means centroids of the routing heads: state updated by EMA, never by gradients."""
+    """k-means state of the routing heads (centroids, data-initialized flag): updated by EMA, never by gradients."""
 
 
 class RoutingCache(NamedTuple):
@@ -110,9 +145,10 @@ class RoutingCache(NamedTuple):
 
     position: ``(B,)`` tokens seen so far (an exact count up to 2^24).
     local_keys, local_values: ``(B, local_heads, window, head_dim)`` ring buffer, slot ``t mod window``.
-    cluster_keys, cluster_values: ``(B, routing_heads, k, window, head_dim)``, one ring
-      buffer per cluster, slot ``n mod window`` for the ``n``-th token of that cluster.
-    cluster_counts: ``(B, routing_heads, k)`` tokens assigned to each cluster so far.
+    cluster_keys, cluster_values: ``(B, routing_heads, k, window, head_dim)``: per cluster, its
+      ``window`` admitted keys/values.
+    cluster_scores, cluster_positions: ``(B, routing_heads, k, window)``: their admission
+      scores and positions (empty slots: score ``-inf``, position ``-1``).
     """
 
     position: jax.Array
@@ -120,32 +156,140 @@ class RoutingCache(NamedTuple):
     local_values: jax.Array
     cluster_keys: jax.Array
     cluster_values: jax.Array
-    cluster_counts: jax.Array
+    cluster_scores: jax.Array
+    cluster_positions: jax.Array
 
 
-def _normalize(x: jax.Array) -> jax.Array:
-    """Layer norm without parameters over the last axis, in float32."""
+def _unit(x: jax.Array) -> jax.Array:
+    """``x / ‖x‖`` over the last axis, in float32."""
     x = x.astype(jnp.float32)
-    centered = x - jnp.mean(x, axis=-1, keepdims=True)
-    return centered * jax.lax.rsqrt(jnp.mean(centered * centered, axis=-1, keepdims=True) + _NORM_EPS)
+    return x * jax.lax.rsqrt(jnp.sum(x * x, axis=-1, keepdims=True) + _NORM_EPS)
 
 
-def _affinity(x_hat: jax.Array, centroids: jax.Array) -> jax.Array:
-    """``-½‖x̂ − μ_c‖²``: ``x_hat`` ``(B, L, H, d)``, ``centroids`` ``(H, k, d)`` -> ``(B, L, H, k)``."""
-    dots = jnp.einsum("blhd,hkd->blhk", x_hat, centroids)
-    half_sq_x = 0.5 * jnp.sum(x_hat * x_hat, axis=-1, keepdims=True)
-    half_sq_mu = 0.5 * jnp.sum(centroids * centroids, axis=-1)[None, None]
-    return dots - half_sq_x - half_sq_mu
+def _spherical_means(vectors: jax.Array, clusters: jax.Array, centroids: jax.Array):
+    """Normalized member sums: vectors ``(B, N, H, d)``, clusters ``(B, N, H)``, centroids ``(H, k, d)``.
+
+    Returns ``(means, counts)``: ``(H, k, d)`` unit means (a cluster with no member keeps
+    its centroid) and ``(H, k, 1)`` member counts.
+    """
+    members = jax.nn.one_hot(clusters, centroids.shape[1], dtype=jnp.float32)          # (B, N, H, k)
+    sums = jnp.einsum("bnhk,bnhd->hkd", members, vectors)
+    counts = jnp.sum(members, axis=(0, 1))[..., None]
+    return jnp.where(counts > 0, _unit(sums), centroids), counts
 
 
-def _attend_cache(q: jax.Array, keys: jax.Array, values: jax.Array, valid: jax.Array,
-                  scale: float) -> jax.Array:
-    """One query per head against cached keys: q ``(B, H, d)``, keys ``(B, H, W, d)``, valid ``(B, ·, W)``."""
-    logits = jnp.einsum("bhd,bhwd->bhw", q, keys.astype(q.dtype), preferred_element_type=jnp.float32) * scale
-    weights = masked_softmax(logits, valid)
-    out = jnp.einsum("bhw,bhwd->bhd", weights.astype(q.dtype), values.astype(q.dtype),
-                     preferred_element_type=jnp.float32)
+def _kmeans_from_data(vectors: jax.Array, num_clusters: int) -> jax.Array:
+    """Spherical k-means on unit vectors ``(B, N, H, d)``: evenly spaced seeds, 10 iterations -> ``(H, k, d)``."""
+    batch, count, heads, dim = vectors.shape
+    pooled = vectors.reshape(1, batch * count, heads, dim)
+    seeds = (jnp.arange(num_clusters) * (batch * count)) // num_clusters
+    centroids = jnp.swapaxes(pooled[0, seeds], 0, 1)                                    # (H, k, d)
+    for _ in range(_INIT_ITERATIONS):
+        clusters = jnp.argmax(jnp.einsum("bnhd,hkd->bnhk", pooled, centroids), axis=-1)
+        centroids, _ = _spherical_means(pooled, clusters, centroids)
+    return centroids
+
+
+def _mask_self(admitted: jax.Array, is_self: jax.Array) -> jax.Array:
+    """Drop the query's own key from ``admitted`` (last axis: keys) unless it is the only one."""
+    others = admitted & ~is_self
+    return others | (admitted & ~jnp.any(others, axis=-1, keepdims=True))
+
+
+def _merge_best(scores_a, positions_a, scores_b, positions_b, window: int):
+    """The ``window`` best of two candidate lists (last axis); ``a`` holds the later positions.
+
+    Best = highest score; ``top_k`` keeps the lower index among equal scores, so with the
+    later list first (and each list latest-first among ties) ties go to the later key.
+    """
+    scores = jnp.concatenate([scores_a, scores_b], axis=-1)
+    positions = jnp.concatenate([positions_a, positions_b], axis=-1)
+    best, index = jax.lax.top_k(scores, window)
+    return best, jnp.take_along_axis(positions, index, axis=-1)
+
+
+def _best_keys(key_score, key_cluster, query_cluster, num_clusters: int, window: int) -> jax.Array:
+    """Positions of every query's admissible keys under the prefix best-``window`` rule.
+
+    key_score ``(B, L, H)`` float32, key_cluster and query_cluster ``(B, L, H)`` int.
+    Returns ``(B, L, H, window)`` int32: for query ``t``, the ``window`` keys ``s ≤ t``
+    with ``key_cluster[s] == query_cluster[t]`` of highest score (ties: later ``s``),
+    ``-1`` in unused slots.
+    """
+    batch, length, heads = key_score.shape
+    blocks = -(-length // window)
+    pad = blocks * window - length
+
+    def to_blocks(x, fill):  # (B, L, H) -> (B, H, n, w)
+        x = jnp.pad(jnp.swapaxes(x, 1, 2), [(0, 0), (0, 0), (0, pad)], constant_values=fill)
+        return x.reshape(x.shape[:2] + (blocks, window))
+
+    score = to_blocks(key_score, -jnp.inf)
+    cluster = to_blocks(key_cluster, -1)
+    position = to_blocks(jnp.arange(length)[None, :, None], -1)                           # (1, 1, n, w)
+    # per block and cluster its members, latest first: (B, H, n, k, w)
+    member = cluster[:, :, :, None, ::-1] == jnp.arange(num_clusters)[None, None, None, :, None]
+    block_scores = jnp.where(member, score[:, :, :, None, ::-1], -jnp.inf)
+    block_positions = jnp.where(member, position[:, :, :, None, ::-1], -1)
+
+    def shifted(x, by, fill):  # x[:, :, b - by] along the block axis, ``fill`` before block 0
+        return jnp.pad(x, [(0, 0), (0, 0), (by, 0), (0, 0), (0, 0)], constant_values=fill)[:, :, :blocks]
+
+    # inclusive prefix over blocks by doubling, then shift: lists of all earlier blocks
+    scores, positions, by = block_scores, block_positions, 1
+    while by < blocks:
+        scores, positions = _merge_best(scores, positions, shifted(scores, by, -jnp.inf),
+                                        shifted(positions, by, -1), window)
+        by *= 2
+    earlier_scores, earlier_positions = shifted(scores, 1, -jnp.inf), shifted(positions, 1, -1)
+
+    # each query: its cluster's list of earlier blocks + its own block's keys up to itself
+    q_cluster = to_blocks(query_cluster, -1)                                         # (B, H, n, w)
+    row = jnp.arange(blocks)[None, None, :, None] * num_clusters + jnp.maximum(q_cluster, 0)   # (B, H, n, w)
+
+    def per_query(x):  # (B, H, n, k, w) -> (B, H, n, w queries, w)
+        flat = x.reshape(batch, heads, blocks * num_clusters, window)
+        picked = jnp.take_along_axis(flat, row.reshape(batch, heads, -1)[..., None], axis=2)
+        return picked.reshape(batch, heads, blocks, window, window)
+
+    own = (cluster[:, :, :, None, ::-1] == q_cluster[..., None]) & (
+        position[:, :, :, None, ::-1] <= position[..., None])                       # (B, H, n, wq, wk)
+    own_scores = jnp.where(own, score[:, :, :, None, ::-1], -jnp.inf)
+    own_positions = jnp.where(own, position[:, :, :, None, ::-1], -1)
+    _, best = _merge_best(own_scores, own_positions, per_query(earlier_scores),
+                          per_query(earlier_positions), window)
+    best = best.reshape(batch, heads, blocks * window, window)[:, :, :length]
+    return jnp.swapaxes(best, 1, 2).astype(jnp.int32)
+
+
+def _gather_positions(x: jax.Array, positions: jax.Array) -> jax.Array:
+    """``x`` ``(B, L, H, d)`` at ``positions`` ``(B, L, H, w)`` (``-1``: zeros) -> ``(B, L, H, w, d)``."""
+    batch, length, heads, window = positions.shape
+    flat = jnp.swapaxes(jnp.maximum(positions, 0), 1, 2).reshape(batch, heads, length * window, 1)
+    picked = jnp.take_along_axis(jnp.swapaxes(x, 1, 2), flat, axis=2)
+    picked = jnp.swapaxes(picked.reshape(batch, heads, length, window, -1), 1, 2)
+    return jnp.where((positions >= 0)[..., None], picked, 0)
+
+
+def _attend(q, keys, values, admitted, scale: float):
+    """Softmax attention over per-query keys; keys/values no query admits are zeroed first.
+
+    q ``(..., d)``, keys and values ``(..., W, d)``, admitted ``(..., W)``; zeroing keeps
+    ``0 · NaN`` of an inadmissible non-finite key or value out of the result.
+    """
+    keys = jnp.where(admitted[..., None], keys, 0).astype(q.dtype)
+    values = jnp.where(admitted[..., None], values, 0).astype(q.dtype)
+    logits = jnp.einsum("...d,...wd->...w", q, keys, preferred_element_type=jnp.float32) * scale
+    weights = masked_softmax(logits, admitted)
+    out = jnp.einsum("...w,...wd->...d", weights.astype(q.dtype), values, preferred_element_type=jnp.float32)
     return out.astype(q.dtype)
+
+
+def _nonfinite_rows(bad_key: jax.Array, window: int) -> jax.Array:
+    """``(B, L, H)``: rows ``t`` of a causal band ``t − window < s ≤ t`` holding a ``bad_key[s]``."""
+    count = jnp.cumsum(bad_key.astype(jnp.int32), axis=1)
+    before = jnp.pad(count, [(0, 0), (window, 0), (0, 0)])[:, :count.shape[1]]
+    return count - before > 0
 
 
 # The examples run in eval mode (frozen centroids): the conformance suite compares calls
@@ -162,12 +306,14 @@ class Routing(Mixer):
       num_heads: total heads; ``head_dim`` defaults to ``d_model // num_heads``.
       local_heads: heads of sliding-window attention (default ``num_heads // 2``); the
         other ``num_heads - local_heads`` heads route.
-      window: keys per query: the local band, and in the causal mixer the most recent
-        same-cluster keys of a routing head.
-      num_clusters: fixed number of clusters ``k``, or ``None`` for ``round(√L)`` per call.
-      max_clusters: centroids kept when ``num_clusters`` is ``None`` (cap on ``k(L)``).
-      shared_qk: keys equal queries (default: ``True`` for the causal mixer, which
-        requires it, ``False`` for the bidirectional one).
+      window: keys per query: the local band, and the admitted keys per cluster.
+      num_clusters: k-means clusters ``k`` per routing head, fixed at construction.
+      shared_qk: routing heads' keys are their unit-normalized queries (default: ``True``
+        for the causal mixer, ``False`` for the bidirectional one); local heads always
+        have their own keys.
+      admission: ``"content"``, ``"recency"`` or ``"paper"`` (module docstring; default
+        ``"content"`` for the causal mixer, ``"paper"``, the only choice, for the bidirectional one).
+      init_from_data: initialize the centroids from the first training-mode batch by k-means.
       commitment: weight ``β`` of the sown commitment loss.
       ema_decay: ``λ`` of the centroid moving average.
       deterministic: freeze the centroids (set by ``model.eval()`` / ``model.train()``).
@@ -178,10 +324,10 @@ class Routing(Mixer):
     supports_sequence_parallel = False
 
     def __init__(self, d_model: int, *, num_heads: int = 4, head_dim: int | None = None,
-                 local_heads: int | None = None, window: int = 64, num_clusters: int | None = None,
-                 max_clusters: int = 128, shared_qk: bool | None = None, commitment: float = 1e-4,
-                 ema_decay: float = 0.999, deterministic: bool = False, use_bias: bool = True,
-                 rngs: nnx.Rngs):
+                 local_heads: int | None = None, window: int = 64, num_clusters: int = 8,
+                 shared_qk: bool | None = None, admission: str | None = None, init_from_data: bool = False,
+                 commitment: float = 1e-4, ema_decay: float = 0.999, deterministic: bool = False,
+                 use_bias: bool = True, rngs: nnx.Rngs):
         if head_dim is None:
             if d_model % num_heads:
                 raise ValueError(f"d_model={d_model} must be divisible by num_heads={num_heads} "
@@ -192,42 +338,41 @@ class Routing(Mixer):
             raise ValueError(f"local_heads must be in [0, num_heads={num_heads}]; got {local_heads}")
         if window < 1:
             raise ValueError(f"window must be ≥ 1; got {window}")
-        if num_clusters is not None and num_clusters < 1:
-            raise ValueError(f"num_clusters must be ≥ 1 or None; got {num_clusters}")
-        if max_clusters < 1:
-            raise ValueError(f"max_clusters must be ≥ 1; got {max_clusters}")
+        if num_clusters < 1:
+            raise ValueError(f"num_clusters must be ≥ 1; got {num_clusters}")
+        admission = ("content" if self.causal else "paper") if admission is None else admission
+        allowed = ADMISSIONS if self.causal else ("paper",)
+        if admission not in allowed:
+            raise ValueError(f"admission must be one of {allowed} for {type(self).__name__}; got {admission!r}")
+        if not 0.0 <= ema_decay <= 1.0:
+            raise ValueError(f"ema_decay must be in [0, 1]; got {ema_decay}")
         shared_qk = self.causal if shared_qk is None else shared_qk
-        if self.causal and not shared_qk:
-            raise ValueError("the causal routing mixer needs shared_qk=True (a query's admissible keys "
-                             "are then the earlier members of its own cluster)")
         self.d_model, self.num_heads, self.head_dim = d_model, num_heads, head_dim
         self.local_heads, self.routing_heads = local_heads, num_heads - local_heads
-        self.window, self.num_clusters, self.max_clusters = window, num_clusters, max_clusters
+        self.window, self.num_clusters, self.admission = window, num_clusters, admission
         self.shared_qk, self.commitment, self.ema_decay = shared_qk, commitment, ema_decay
-        self.deterministic = deterministic
+        self.init_from_data, self.deterministic = init_from_data, deterministic
         self.scale = 1.0 / math.sqrt(head_dim)
-        width = num_heads * head_dim
-        self.query = Dense(d_model, width, use_bias=use_bias, rngs=rngs)
-        self.key = None if shared_qk else Dense(d_model, width, use_bias=use_bias, rngs=rngs)
-        self.value = Dense(d_model, width, use_bias=use_bias, rngs=rngs)
-        self.out = Dense(width, d_model, use_bias=use_bias, rngs=rngs)
-        stored = num_clusters if num_clusters is not None else max_clusters
-        init = jax.random.normal(rngs.params(), (self.routing_heads, stored, head_dim), jnp.float32)
-        self.centroids = Centroids(_normalize(init))
-
-    def clusters_for(self, length: int) -> int:
-        """Number of clusters used for a sequence of ``length`` tokens."""
-        if self.num_clusters is not None:
-            return self.num_clusters
-        return int(min(max(round(math.sqrt(length)), 1), self.max_clusters))
+        key_heads = local_heads if shared_qk else num_heads
+        self.query = Dense(d_model, num_heads * head_dim, use_bias=use_bias, rngs=rngs)
+        self.key = Dense(d_model, key_heads * head_dim, use_bias=use_bias, rngs=rngs) if key_heads else None
+        self.value = Dense(d_model, num_heads * head_dim, use_bias=use_bias, rngs=rngs)
+        self.out = Dense(num_heads * head_dim, d_model, use_bias=use_bias, rngs=rngs)
+        if self.routing_heads:  # (a checkpoint cannot hold an empty array)
+            init = jax.random.normal(rngs.params(), (self.routing_heads, num_clusters, head_dim), jnp.float32)
+            self.centroids = Centroids(_unit(init))
+            if init_from_data:
+                self.centroids_from_data = Centroids(jnp.asarray(False))
 
     # -- parallel form -----------------------------------------------------------------
 
     def _qkv(self, x):
-        heads = x.shape[:-1] + (self.num_heads, self.head_dim)
-        q = self.query(x).reshape(heads)
-        k = q if self.key is None else self.key(x).reshape(heads)
-        return q, k, self.value(x).reshape(heads)
+        """q, v ``(..., H, d)``; k ``(..., H_k, d)``: local heads' keys, then routing heads' if not shared."""
+        def heads(y):
+            return y.reshape(y.shape[:-1] + (-1, self.head_dim))
+
+        k = None if self.key is None else heads(self.key(x))
+        return heads(self.query(x)), k, heads(self.value(x))
 
     def forward(self, x):
         batch, length, _ = x.shape
@@ -235,12 +380,21 @@ class Routing(Mixer):
         split = self.local_heads
         parts = []
         if self.local_heads:
-            parts.append(local_attention(q[:, :, :split], k[:, :, :split], v[:, :, :split],
-                                         window=self.window, causal=self.causal, scale=self.scale))
+            parts.append(self._local(q[..., :split, :], k[..., :split, :], v[..., :split, :]))
         if self.routing_heads:
-            parts.append(self._routing(x, q[:, :, split:], k[:, :, split:], v[:, :, split:]))
+            k_r = None if self.shared_qk else k[..., split:, :]
+            parts.append(self._routing(x, q[..., split:, :], k_r, v[..., split:, :]))
         o = jnp.concatenate(parts, axis=2)
         return self.out(o.reshape(batch, length, self.num_heads * self.head_dim))
+
+    def _local(self, q, k, v):
+        """Sliding-window heads; causal: a non-finite key/value reaches only the rows whose band holds it."""
+        if not self.causal:
+            return local_attention(q, k, v, window=self.window, causal=False, scale=self.scale)
+        bad = ~jnp.all(jnp.isfinite(k) & jnp.isfinite(v), axis=-1)                      # (B, L, H)
+        out = local_attention(q, jnp.where(bad[..., None], 0, k), jnp.where(bad[..., None], 0, v),
+                              window=self.window, causal=True, scale=self.scale)
+        return jnp.where(_nonfinite_rows(bad, self.window)[..., None], jnp.nan, out).astype(q.dtype)
 
     def _routing_projection(self, dense: Dense, x, projected):
         """The routing heads' part of ``dense(x)`` in float32, ``(B, L, H_r, d)``.
@@ -258,153 +412,169 @@ class Routing(Mixer):
         return y.reshape(x.shape[:-1] + (self.routing_heads, self.head_dim))
 
     def _routing(self, x, q, k, v):
-        """Routing heads: q, k, v ``(B, L, H_r, d)`` -> ``(B, L, H_r, d)`` (training: sow loss, move centroids)."""
-        num = self.clusters_for(q.shape[1])
-        centroids = jax.lax.stop_gradient(self.centroids[...][:, :num])
-        q_hat = _normalize(self._routing_projection(self.query, x, q))
-        q_affinity = _affinity(q_hat, centroids)
+        """Routing heads: q, v ``(B, L, H_r, d)``, k the same or ``None`` (shared) -> ``(B, L, H_r, d)``."""
+        q_hat = _unit(self._routing_projection(self.query, x, q))
         if self.shared_qk:
-            k_hat, k_affinity = q_hat, q_affinity
+            k, k_hat = q_hat.astype(q.dtype), q_hat
         else:
-            k_hat = _normalize(self._routing_projection(self.key, x, k))
-            k_affinity = _affinity(k_hat, centroids)
-        q_cluster = jnp.argmax(q_affinity, axis=-1)
-        if self.causal:
-            out = self._causal_routing(q, v, q_cluster)
-        else:
+            k_hat = _unit(self._routing_projection(self.key, x, k))
+        vectors = q_hat if self.shared_qk else jnp.concatenate([q_hat, k_hat], axis=1)
+        centroids = self._centroids(vectors)
+        q_affinity = jnp.einsum("blhd,hkd->blhk", q_hat, centroids)
+        k_affinity = q_affinity if self.shared_qk else jnp.einsum("blhd,hkd->blhk", k_hat, centroids)
+        q_cluster, k_cluster = jnp.argmax(q_affinity, axis=-1), jnp.argmax(k_affinity, axis=-1)
+        if self.admission == "paper":
             out = self._balanced_routing(q, k, v, q_affinity, k_affinity)
-        if self.shared_qk:
-            vectors, clusters = q_hat, q_cluster
         else:
-            vectors = jnp.concatenate([q_hat, k_hat], axis=1)
-            clusters = jnp.concatenate([q_cluster, jnp.argmax(k_affinity, axis=-1)], axis=1)
+            score = jnp.max(k_affinity, axis=-1) if self.admission == "content" else jnp.zeros(k_cluster.shape)
+            positions = _best_keys(score, k_cluster, q_cluster, self.num_clusters, self.window)
+            admitted = positions >= 0
+            if self.shared_qk:
+                is_self = positions == jnp.arange(q.shape[1])[None, :, None, None]
+                admitted = _mask_self(admitted, is_self)
+            out = _attend(q, _gather_positions(k, positions), _gather_positions(v, positions), admitted,
+                          self.scale)
+        clusters = q_cluster if self.shared_qk else jnp.concatenate([q_cluster, k_cluster], axis=1)
         self._commit(vectors, clusters, centroids)
         return out
 
-    def _causal_routing(self, qk, v, cluster):
-        """Sort by (cluster, position); banded same-cluster attention; unsort."""
-        length = qk.shape[1]
-        order = jnp.argsort(cluster * length + jnp.arange(length)[None, :, None], axis=1)   # (B, L, H_r)
-
-        def gather(x):
-            return jnp.take_along_axis(x, order[..., None], axis=1)
-
-        sorted_qk = gather(qk)
-        out = local_attention(sorted_qk, sorted_qk, gather(v), window=self.window, causal=True,
-                              segment_ids=jnp.take_along_axis(cluster, order, axis=1), scale=self.scale)
-        return jnp.take_along_axis(out, jnp.argsort(order, axis=1)[..., None], axis=1)
+    def _centroids(self, vectors):
+        """The centroids of this call; training mode with ``init_from_data``: k-means on the first batch."""
+        centroids = self.centroids[...]
+        if self.init_from_data and not self.deterministic:
+            fresh = jax.lax.stop_gradient(vectors)
+            centroids = jax.lax.cond(self.centroids_from_data[...], lambda: centroids,
+                                     lambda: _kmeans_from_data(fresh, self.num_clusters))
+            self.centroids[...] = centroids
+            self.centroids_from_data[...] = jnp.asarray(True)
+        return jax.lax.stop_gradient(centroids)
 
     def _balanced_routing(self, q, k, v, q_affinity, k_affinity):
-        """Each centroid picks its ``⌈L/k⌉`` nearest queries and keys; scatter-mean back."""
+        """The paper's top-w: each centroid picks its ``window`` nearest queries and keys; scatter-mean back."""
         batch, length, heads, dim = q.shape
         num = q_affinity.shape[-1]
-        size = -(-length // num)
+        size = min(self.window, length)
 
-        def pick(affinity):  # (B, L, H, k) -> (B, H, k·w) token indices
+        def pick(affinity):  # (B, L, H, k) -> (B, H, k, w) token positions
             _, index = jax.lax.top_k(jnp.transpose(affinity, (0, 2, 3, 1)), size)
-            return index.reshape(batch, heads, num * size)
+            return index
 
         def gather(x, index):  # (B, L, H, d) -> (B, H, k, w, d)
-            picked = jnp.take_along_axis(jnp.swapaxes(x, 1, 2), index[..., None], axis=2)
-            return picked.reshape(batch, heads, num, size, dim)
+            flat = index.reshape(batch, heads, num * size, 1)
+            return jnp.take_along_axis(jnp.swapaxes(x, 1, 2), flat, axis=2).reshape(batch, heads, num, size, dim)
 
         q_index = pick(q_affinity)
         k_index = q_index if self.shared_qk else pick(k_affinity)
-        logits = jnp.einsum("bhcqd,bhckd->bhcqk", gather(q, q_index), gather(k, k_index),
-                            preferred_element_type=jnp.float32) * self.scale
-        weights = jax.nn.softmax(logits, axis=-1)
-        out = jnp.einsum("bhcqk,bhckd->bhcqd", weights.astype(v.dtype), gather(v, k_index),
-                         preferred_element_type=jnp.float32)
+        admitted = jnp.ones((batch, heads, num, size, size), bool)
+        if self.causal:
+            admitted = k_index[..., None, :] <= q_index[..., :, None]
+        if self.shared_qk:
+            admitted = _mask_self(admitted, k_index[..., None, :] == q_index[..., :, None])
+        out = _attend(gather(q, q_index), gather(k, k_index)[..., None, :, :], gather(v, k_index)[..., None, :, :],
+                      admitted, self.scale)                                              # (B, H, k, w, d)
         b = jnp.arange(batch)[:, None, None]
         h = jnp.arange(heads)[None, :, None]
-        total = jnp.zeros((batch, heads, length, dim), jnp.float32).at[b, h, q_index].add(
-            out.reshape(batch, heads, num * size, dim))
-        count = jnp.zeros((batch, heads, length), jnp.float32).at[b, h, q_index].add(1.0)
+        flat = q_index.reshape(batch, heads, num * size)
+        total = jnp.zeros((batch, heads, length, dim), jnp.float32).at[b, h, flat].add(
+            out.reshape(batch, heads, num * size, dim).astype(jnp.float32))
+        count = jnp.zeros((batch, heads, length), jnp.float32).at[b, h, flat].add(1.0)
         mean = total / jnp.maximum(count, 1.0)[..., None]
         return jnp.swapaxes(mean, 1, 2).astype(q.dtype)
 
     def _commit(self, vectors, clusters, centroids):
-        """Training mode only: sow the commitment loss and move the used centroids by EMA.
+        """Training mode only: sow the commitment loss and move the centroids by spherical EMA.
 
-        vectors ``(B, N, H_r, d)`` float32 normalized, clusters ``(B, N, H_r)``, centroids ``(H_r, k, d)``.
+        vectors ``(B, N, H_r, d)`` float32 unit, clusters ``(B, N, H_r)``, centroids ``(H_r, k, d)``.
         """
         if self.deterministic:
             return
         assigned = centroids[jnp.arange(self.routing_heads)[None, None, :], clusters]
         self.sow(nnx.Intermediate, "aux_loss", self.commitment * jnp.mean(jnp.square(vectors - assigned)))
-        num = centroids.shape[1]
-        vectors = jax.lax.stop_gradient(vectors)
-        members = jax.nn.one_hot(clusters, num, dtype=jnp.float32)                     # (B, N, H_r, k)
-        sums = jnp.einsum("bnhk,bnhd->hkd", members, vectors)
-        counts = jnp.sum(members, axis=(0, 1))[..., None]                                # (H_r, k, 1)
-        moved = self.ema_decay * centroids + (1.0 - self.ema_decay) * sums / jnp.maximum(counts, 1.0)
-        updated = jnp.where(counts > 0, moved, centroids)
-        self.centroids[...] = jnp.concatenate([updated, self.centroids[...][:, num:]], axis=1)
+        means, counts = _spherical_means(jax.lax.stop_gradient(vectors), clusters, centroids)
+        moved = _unit(self.ema_decay * centroids + (1.0 - self.ema_decay) * means)
+        self.centroids[...] = jnp.where(counts > 0, moved, centroids)
 
     # -- recurrent form -----------------------------------------------------------------
 
-    def init_state(self, batch_size: int, length: int | None = None) -> RoutingCache:
-        """Empty cache; ``length`` picks ``k(length)`` clusters when ``num_clusters`` is ``None``."""
+    def init_state(self, batch_size: int) -> RoutingCache:
+        """Empty cache over the layer's ``num_clusters`` clusters."""
         if not self.causal:
             return super().init_state(batch_size)
-        if length is not None:
-            num = self.clusters_for(length)
-        else:
-            num = self.num_clusters if self.num_clusters is not None else self.max_clusters
         local = (batch_size, self.local_heads, self.window, self.head_dim)
-        routed = (batch_size, self.routing_heads, num, self.window, self.head_dim)
+        routed = (batch_size, self.routing_heads, self.num_clusters, self.window)
         zeros = lambda shape: jnp.zeros(shape, jnp.float32)  # noqa: E731
-        return RoutingCache(zeros((batch_size,)), zeros(local), zeros(local), zeros(routed), zeros(routed),
-                            zeros(routed[:3]))
+        return RoutingCache(zeros((batch_size,)), zeros(local), zeros(local), zeros(routed + (self.head_dim,)),
+                            zeros(routed + (self.head_dim,)), jnp.full(routed, -jnp.inf, jnp.float32),
+                            jnp.full(routed, -1.0, jnp.float32))
 
     def forward_step(self, x_t, state: RoutingCache):
         batch = x_t.shape[0]
-        q, k, v = (a[:, 0] for a in self._qkv(x_t[:, None]))                             # (B, H, d)
+        q, k, v = (None if a is None else a[:, 0] for a in self._qkv(x_t[:, None]))      # (B, H, d)
         split, window = self.local_heads, self.window
         position = state.position.astype(jnp.int32)
         slots = jnp.arange(window)
         parts = []
 
-        write = (slots[None, :] == (position % window)[:, None])[:, None, :, None]     # (B, 1, W, 1)
-        local_keys = jnp.where(write, k[:, :split, None].astype(jnp.float32), state.local_keys)
-        local_values = jnp.where(write, v[:, :split, None].astype(jnp.float32), state.local_values)
+        local_keys, local_values = state.local_keys, state.local_values
         if self.local_heads:
-            valid = (slots[None, :] <= position[:, None])[:, None, :]                   # (B, 1, W)
-            parts.append(_attend_cache(q[:, :split], local_keys, local_values, valid, self.scale))
+            write = (slots[None, :] == (position % window)[:, None])[:, None, :, None]     # (B, 1, W, 1)
+            local_keys = jnp.where(write, k[:, :split, None].astype(jnp.float32), local_keys)
+            local_values = jnp.where(write, v[:, :split, None].astype(jnp.float32), local_values)
+            valid = jnp.broadcast_to((slots[None, :] <= position[:, None])[:, None, :], local_keys.shape[:3])
+            parts.append(_attend(q[:, :split], local_keys, local_values, valid, self.scale))
 
-        cluster_keys, cluster_values = state.cluster_keys, state.cluster_values
-        counts = state.cluster_counts.astype(jnp.int32)
+        routed = state[3:]
         if self.routing_heads:
-            num = counts.shape[-1]
-            centroids = self.centroids[...][:, :num]
-            q_r, k_r, v_r = q[:, split:], k[:, split:], v[:, split:]
-            q_hat = _normalize(self._routing_projection(self.query, x_t[:, None], q_r[:, None]))
-            cluster = jnp.argmax(_affinity(q_hat, centroids)[:, 0], axis=-1)                    # (B, H_r)
-            seen = jnp.take_along_axis(counts, cluster[..., None], axis=2)[..., 0]               # (B, H_r)
-            hit = jnp.arange(num)[None, None, :] == cluster[..., None]                           # (B, H_r, k)
-            write = hit[..., None] & (slots[None, None, None, :] == (seen % window)[..., None, None])
-            write = write[..., None]                                                             # (B, H_r, k, W, 1)
-            cluster_keys = jnp.where(write, k_r[:, :, None, None].astype(jnp.float32), cluster_keys)
-            cluster_values = jnp.where(write, v_r[:, :, None, None].astype(jnp.float32), cluster_values)
-            own = cluster[:, :, None, None, None]
-
-            def own_buffer(buffer):
-                return jnp.take_along_axis(buffer, own, axis=2)[:, :, 0]                       # (B, H_r, W, d)
-
-            valid = slots[None, None, :] <= seen[..., None]                                      # (B, H_r, W)
-            parts.append(_attend_cache(q_r, own_buffer(cluster_keys), own_buffer(cluster_values),
-                                       valid, self.scale))
-            counts = counts + hit.astype(jnp.int32)
+            y_r, routed = self._routing_step(x_t, q[:, split:], None if self.shared_qk else k[:, split:],
+                                             v[:, split:], position, routed)
+            parts.append(y_r)
 
         o = jnp.concatenate(parts, axis=1)
         y = self.out(o.reshape(batch, self.num_heads * self.head_dim))
-        state = RoutingCache((position + 1).astype(jnp.float32), local_keys, local_values,
-                             cluster_keys, cluster_values, counts.astype(jnp.float32))
+        state = RoutingCache((position + 1).astype(jnp.float32), local_keys, local_values, *routed)
         return y, state
+
+    def _routing_step(self, x_t, q, k, v, position, routed):
+        """Admit the token's key into its cluster's best-``window`` list, then attend to the query's cluster."""
+        keys, values, scores, positions = routed
+        q_hat = _unit(self._routing_projection(self.query, x_t[:, None], q[:, None]))[:, 0]   # (B, H_r, d)
+        if self.shared_qk:
+            k, k_hat = q_hat.astype(q.dtype), q_hat
+        else:
+            k_hat = _unit(self._routing_projection(self.key, x_t[:, None], k[:, None]))[:, 0]
+        centroids = self.centroids[...]
+        q_cluster = jnp.argmax(jnp.einsum("bhd,hkd->bhk", q_hat, centroids), axis=-1)         # (B, H_r)
+        k_affinity = jnp.einsum("bhd,hkd->bhk", k_hat, centroids)
+        k_cluster = jnp.argmax(k_affinity, axis=-1)
+        score = jnp.max(k_affinity, axis=-1) if self.admission != "recency" else jnp.zeros(k_cluster.shape)
+
+        def of_cluster(buffer, cluster):  # (B, H_r, k, W, ...) -> (B, H_r, W, ...)
+            index = cluster.reshape(cluster.shape + (1,) * (buffer.ndim - 2))
+            return jnp.take_along_axis(buffer, index, axis=2)[:, :, 0]
+
+        # the worst of (the cluster's list + the new key) drops out: lowest score, then earliest
+        now = jnp.broadcast_to(position[:, None].astype(jnp.float32), score.shape)
+        candidate_scores = jnp.concatenate([score[..., None], of_cluster(scores, k_cluster)], axis=-1)
+        candidate_positions = jnp.concatenate([now[..., None], of_cluster(positions, k_cluster)], axis=-1)
+        lowest = jnp.min(candidate_scores, axis=-1, keepdims=True)
+        worst = jnp.argmin(jnp.where(candidate_scores == lowest, candidate_positions, jnp.inf), axis=-1)
+        write = ((jnp.arange(self.num_clusters)[None, None, :] == k_cluster[..., None])[..., None]
+                 & (jnp.arange(self.window)[None, None, None, :] == (worst - 1)[..., None, None]))             # (B, H_r, k, W)
+        keys = jnp.where(write[..., None], k[:, :, None, None].astype(jnp.float32), keys)
+        values = jnp.where(write[..., None], v[:, :, None, None].astype(jnp.float32), values)
+        scores = jnp.where(write, score[..., None, None], scores)
+        positions = jnp.where(write, now[..., None, None], positions)
+
+        own_positions = of_cluster(positions, q_cluster)
+        admitted = own_positions >= 0
+        if self.shared_qk:
+            admitted = _mask_self(admitted, own_positions == now[..., None])
+        out = _attend(q, of_cluster(keys, q_cluster), of_cluster(values, q_cluster), admitted, self.scale)
+        return out, (keys, values, scores, positions)
 
 
 @register("routing_bidirectional", example_options=EXAMPLE_OPTIONS)
 class RoutingBidirectional(Routing):
-    """Non-causal routing attention: balanced top-w clusters and two-sided local windows."""
+    """Non-causal routing attention: the paper's balanced top-w clusters and two-sided local windows."""
 
     causal = False

@@ -17,6 +17,7 @@ from .matrix import matrix_scan as _matrix_scan
 from .parallel import sequence_parallel as sequence_parallel
 from .parallel import sequence_parallel_active as sequence_parallel_active
 from .parallel import shardable as _shardable
+from .plstm import plstm_scan as plstm_scan
 from .recurrent import nonlinear_scan as nonlinear_scan
 from .reference import SoftmaxState as SoftmaxState
 from .softmax import softmax_scan as _softmax_scan

@@ -178,6 +178,20 @@ def _check_biases(**biases) -> tuple[float, ...]:
     return tuple(float(value) for value in biases.values())
 
 
+ORTHOGONAL_BLOCK = 4096  # matrices per block of exp(skew(A))
+
+
+def _orthogonal(A):
+    """``exp(skew(A))`` for ``A (..., N, N)``: orthogonal. ``expm`` evaluates every Padé
+    branch at once, so it runs in blocks of ``ORTHOGONAL_BLOCK`` matrices, each
+    rematerialized in the backward pass: the gradient then keeps only ``A`` (otherwise
+    every intermediate per token: 3.3 GiB at B = 8, L = 16k, 4 heads, N = 4)."""
+    skew = 0.5 * (A - jnp.swapaxes(A, -1, -2))
+    flat = skew.reshape((-1,) + skew.shape[-2:])
+    block = max(1, min(ORTHOGONAL_BLOCK, flat.shape[0]))
+    return jax.lax.map(jax.checkpoint(jax.scipy.linalg.expm), flat, batch_size=block).reshape(skew.shape)
+
+
 class _Transition(nnx.Module):
     """``T = U_out diag(λ) U_in`` per head: ``(..., d) -> (..., heads, N, N)``, ``‖T‖₂ < 1``."""
 
@@ -192,7 +206,7 @@ class _Transition(nnx.Module):
         if self.N == 1:
             return lam[..., None]
         A = self.rotation.logits(x)                                     # (..., 2, heads, N, N)
-        U = jax.scipy.linalg.expm(0.5 * (A - jnp.swapaxes(A, -1, -2)))  # orthogonal
+        U = _orthogonal(A)
         U_out, U_in = U[..., 0, :, :, :], U[..., 1, :, :, :]
         return jnp.matmul(U_out, lam[..., :, None] * U_in, precision=_HIGHEST)
 

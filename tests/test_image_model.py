@@ -1,5 +1,5 @@
 """ImageModel: shapes for sequence and grid mixers, a larger grid with an interpolated
-position embedding, and clear errors for bad inputs."""
+position embedding, mean and corner pooling, and clear errors for bad inputs."""
 
 from __future__ import annotations
 
@@ -65,6 +65,24 @@ def test_larger_grid_interpolates_position_embedding():
     np.testing.assert_allclose(up[:, 0, 0], expected_rows, atol=1e-5)
 
 
+@pytest.mark.parametrize("mixer", ["aaren", "plstm2d"])
+def test_corner_pooling_concatenates_the_four_corner_tokens(mixer):
+    """The head sees ``[top-left, top-right, bottom-left, bottom-right]`` of the final-norm
+    grid (``4 · d_model`` features), for a grid mixer and a raster-order sequence mixer."""
+    model = make(mixer, image_size=(8, 12), pooling="corners")
+    assert model.head.kernel[...].shape == (4 * 16, 5)
+    x = images(2, 8, 12)
+    h = model.patch_embed(x) + model.pos_embed[...][None]                 # (2, 4, 6, 16)
+    if model.mixer_cls.spatial_ndim == 1:
+        h = h.reshape(2, 24, 16)
+    for block in model.blocks:
+        h = block(h)
+    grid = model.final_norm(h).reshape(2, 4, 6, 16)
+    pooled = jnp.concatenate([grid[:, 0, 0], grid[:, 0, 5], grid[:, 3, 0], grid[:, 3, 5]], axis=-1)
+    np.testing.assert_allclose(model(x), model.head(pooled), rtol=1e-5, atol=1e-6)
+    assert make(mixer, image_size=(8, 12)).head.kernel[...].shape == (16, 5)   # mean: d_model
+
+
 def test_bad_images_raise_naming_the_argument():
     model = make("hydra")
     with pytest.raises(ValueError, match=r"images must .*patch_size=2"):
@@ -84,3 +102,5 @@ def test_bad_options_raise():
         make("hydra", image_size=9)
     with pytest.raises(ValueError, match="patch_size"):
         make("hydra", patch_size=0)
+    with pytest.raises(ValueError, match=r"pooling must be one of \('mean', 'corners'\); got 'max'"):
+        make("hydra", pooling="max")

@@ -22,7 +22,8 @@ from seqmodels.layers.plstm import PLSTM, PLSTM2D
 from seqmodels.scans import reference as naive
 
 D_MODEL = 16
-SIGMOID_MINUS_5 = 1.0 / (1.0 + math.exp(5.0))     # σ(-5): upstream's source / mark / direct bias
+SIGMOID_MINUS_4 = 1.0 / (1.0 + math.exp(4.0))     # σ(-4): upstream's vision source / mark bias
+SIGMOID_MINUS_6 = 1.0 / (1.0 + math.exp(6.0))     # σ(-6): upstream's vision direct bias
 TANH_5 = math.tanh(5.0)                           # λ = tanh(5 · 1): upstream's eigenvalue bias
 # Jitted: eager scans compile every primitive one by one, which costs more than one program.
 plstm_1d = jax.jit(plstm.plstm_1d, static_argnames=("qk_scale", "method"))
@@ -70,7 +71,7 @@ def test_npz_1d_uses_the_default_scale(npz_1d):
     assert float(npz_1d["QK_scale"]) == pytest.approx(npz_1d["Q"].shape[2] ** -0.5, rel=1e-15)
 
 
-@pytest.mark.parametrize("method", ["sequential", "associative", "chunked"])
+@pytest.mark.parametrize("method", ["sequential", "chunked"])
 def test_plstm_1d_equals_reference_f64(npz_1d, x64, method):
     args, C_initial = arguments_1d(npz_1d, jnp.float64)
     h, C_last = outputs_1d(*plstm_1d(**args, method=method))
@@ -219,11 +220,19 @@ def test_step_equals_parallel_with_carried_and_initial_state():
     assert float(jnp.max(jnp.abs(y_parallel - y))) > 1e-2, "the initial state must matter"
 
 
-def test_gates_at_init_are_upstream_bias_only_defaults():
+def test_gates_at_init_are_upstream_vision_defaults():
+    """Source and mark σ(-4) with input weights at 0, the direct gate σ(-6) and bias-only
+    (no input weights to learn), ``T = tanh(5) I``."""
     mixer = PLSTM(D_MODEL, num_heads=2, transition_dim=3, rngs=nnx.Rngs(0))
     x = inputs((2, 7), scale=3.0)
-    for gate, shape in ((mixer.source, (2, 7, 2, 3)), (mixer.mark, (2, 7, 2, 3)), (mixer.direct, (2, 7, 2))):
-        np.testing.assert_allclose(gate(x), np.full(shape, SIGMOID_MINUS_5), rtol=1e-6)
+    for gate, shape, value in ((mixer.source, (2, 7, 2, 3), SIGMOID_MINUS_4), (mixer.mark, (2, 7, 2, 3), SIGMOID_MINUS_4),
+                               (mixer.direct, (2, 7, 2), SIGMOID_MINUS_6)):
+        np.testing.assert_allclose(gate(x), np.full(shape, value), rtol=1e-6)
+    assert mixer.source.kernel is not None and mixer.mark.kernel is not None and mixer.direct.kernel is None
+    other = PLSTM(D_MODEL, num_heads=2, transition_dim=3, source_bias=-5, mark_bias=-3.0, direct_bias=-5,
+                  rngs=nnx.Rngs(0))
+    for gate, bias in ((other.source, -5.0), (other.mark, -3.0), (other.direct, -5.0)):
+        np.testing.assert_allclose(gate.bias[...], np.full(gate.shape, bias))
     T = transitions(mixer, x)
     np.testing.assert_allclose(T, np.broadcast_to(TANH_5 * np.eye(3), (2, 7, 2, 3, 3)), rtol=1e-6, atol=1e-7)
 
@@ -269,14 +278,18 @@ def test_output_reads_the_previous_state():
 
 
 def keep_only_orientation(mixer, j, drop_right_sources=False):
-    """Sources of every orientation but ``j`` at σ(-1e4) = 0 (their propagated terms vanish),
-    orientation ``j``'s source and marks at σ(0) = 0.5 so that its propagation is visible;
-    ``drop_right_sources`` also zeroes ``S_r`` (D-mode)."""
-    source = jnp.full(mixer.source.bias[...].shape, -1e4).at[..., j, :, :].set(0.0)
+    """Marks and sources of every orientation but ``j`` at σ(-1e4) = 0 (their propagated
+    terms vanish: the marks read nothing, whatever the upstream split ``S_d = 1 - o S``
+    leaves in the sources), orientation ``j``'s source and marks at σ(0) = 0.5 so that
+    its propagation is visible; ``drop_right_sources`` also zeroes ``S_r`` (D-mode)."""
+    def only_j(bias):
+        return jnp.full(bias.shape, -1e4).at[..., j, :, :].set(0.0)
+
+    source = only_j(mixer.source.bias[...])
     if drop_right_sources:
         source = source.at[0].set(-1e4)
     mixer.source.bias.set_value(source)
-    mixer.mark.bias.set_value(jnp.zeros_like(mixer.mark.bias[...]))
+    mixer.mark.bias.set_value(only_j(mixer.mark.bias[...]))
     return mixer
 
 
@@ -345,41 +358,59 @@ def test_p_and_d_modes_run_and_differ():
 
 
 def test_2d_gates_at_init_and_contractive_for_random_weights():
-    """At init, per orientation ``j`` and head: P-mode ``S_r = o σ(-5)``, ``S_d = (1 - o) σ(-5)``,
-    ``T_rl = T_ru = o tanh(5) I``, ``T_dl = T_du = (1 - o) tanh(5) I`` with
-    ``o = σ(linspace(-2, 2, heads))``; D-mode ``S = M = σ(-5)``, ``T = tanh(5) I`` (no
-    ``T_dl`` for chirality L). With random gates every transition has ``‖T‖ ≤ 1`` and
-    P-mode's two transitions out of one incoming edge together too."""
-    H, N = 4, 2
+    """At init, per orientation ``j`` and head, with ``o = σ(linspace(-2, 2, heads))``,
+    ``s = σ(-4)``, ``λ = tanh(5)``: P-mode, upstream split (N = 1): ``S_r = o s``,
+    ``S_d = 1 - o s``, ``T_rl = T_ru = o λ``, ``T_dl = T_du = 1 - o λ``; P-mode, scaled
+    split (N = 2): ``S_d = (1 - o) s``, ``T_dl = T_du = (1 - o) λ I``; D-mode ``S = M = s``,
+    ``T = λ I`` (no ``T_dl`` for chirality L); the direct gate ``σ(-6)``. With random
+    gates every transition has ``‖T‖ ≤ 1``, and the scaled P-mode's two transitions out
+    of one incoming edge together too."""
+    H = 4
     x = inputs((2, 3, 4), scale=3.0)
     o = np.broadcast_to(1.0 / (1.0 + np.exp(-np.linspace(-2.0, 2.0, H))), (2, 3, 4, H))
-    eye = np.broadcast_to(TANH_5 * np.eye(N), (2, 3, 4, H, N, N))
-    sigma = np.full((2, 3, 4, H, N), SIGMOID_MINUS_5)
     close = partial(np.testing.assert_allclose, rtol=1e-6, atol=1e-7)
-    mixers = {mode: PLSTM2D(D_MODEL, num_heads=H, transition_dim=N, mode=mode, rngs=nnx.Rngs(0)) for mode in "PD"}
-    for mode, mixer in mixers.items():
-        close(mixer.direct(x), np.full((2, 3, 4, H), SIGMOID_MINUS_5))
+    mixers = {("P", "upstream", 1): PLSTM2D(D_MODEL, num_heads=H, rngs=nnx.Rngs(0)),
+              ("P", "scaled", 2): PLSTM2D(D_MODEL, num_heads=H, transition_dim=2, pmode_split="scaled",
+                                          rngs=nnx.Rngs(0)),
+              ("D", None, 2): PLSTM2D(D_MODEL, num_heads=H, transition_dim=2, mode="D", rngs=nnx.Rngs(0))}
+    for (mode, split, N), mixer in mixers.items():
+        close(mixer.direct(x), np.full((2, 3, 4, H), SIGMOID_MINUS_6))
+        eye = np.broadcast_to(TANH_5 * np.eye(N), (2, 3, 4, H, N, N))
+        s = np.full((2, 3, 4, H, N), SIGMOID_MINUS_4)
+        if split == "upstream":
+            want_S_r, want_S_d = o[..., None] * s, 1 - o[..., None] * s
+            want_T_r, want_T_d = o[..., None, None] * eye, 1 - o[..., None, None] * eye
+        elif split == "scaled":
+            want_S_r, want_S_d = o[..., None] * s, (1 - o[..., None]) * s
+            want_T_r, want_T_d = o[..., None, None] * eye, (1 - o[..., None, None]) * eye
+        else:
+            want_S_r, want_S_d, want_T_r, want_T_d = s, s, eye, eye
         for S_r, S_d, T_rl, T_ru, T_dl, T_du, M_l, M_u in orientation_gates(mixer, x):
-            r, d = (o, 1 - o) if mode == "P" else (np.ones_like(o), np.ones_like(o))
-            for got, want in ((S_r, r[..., None] * sigma), (S_d, d[..., None] * sigma), (M_l, sigma), (M_u, sigma),
-                              (T_rl, r[..., None, None] * eye), (T_ru, r[..., None, None] * eye),
-                              (T_du, d[..., None, None] * eye)):
+            for got, want in ((S_r, want_S_r), (S_d, want_S_d), (M_l, s), (M_u, s), (T_rl, want_T_r),
+                              (T_ru, want_T_r), (T_du, want_T_d)):
                 close(got, want)
             if mode == "P":
-                close(T_dl, d[..., None, None] * eye)
+                close(T_dl, want_T_d)
             else:
                 assert T_dl is None
-    for mixer in mixers.values():
+    scaled, dmode = mixers[("P", "scaled", 2)], mixers[("D", None, 2)]
+    for mixer in (scaled, dmode):
         randomize_transition(mixer.transition, seed=1)
-    randomize(mixers["P"].orientation, seed=2, scale=3.0)
+    randomize(scaled.orientation, seed=2, scale=3.0)
     x = inputs((2, 3, 4), seed=4)
-    for j, (_, _, T_rl, T_ru, T_dl, T_du, _, _) in enumerate(orientation_gates(mixers["P"], x)):
+    for j, (_, _, T_rl, T_ru, T_dl, T_du, _, _) in enumerate(orientation_gates(scaled, x)):
         from_left, from_up = spectral_norms(T_rl) + spectral_norms(T_dl), spectral_norms(T_ru) + spectral_norms(T_du)
         assert max(from_left.max(), from_up.max()) <= 1.0 + 1e-6, j
         assert from_left.max() > 0.9 and spectral_norms(T_rl).std() > 1e-2, j
-    for gates in orientation_gates(mixers["D"], x):
+    for gates in orientation_gates(dmode, x):
         norms = np.concatenate([spectral_norms(T).ravel() for T in gates[2:6] if T is not None])
         assert norms.max() <= 1.0 + 1e-6 and norms.max() > 0.9 and norms.std() > 1e-2
+
+
+def test_upstream_split_needs_scalar_transitions():
+    with pytest.raises(ValueError, match="pmode_split='upstream'.*transition_dim=1; got transition_dim=2"):
+        PLSTM2D(D_MODEL, transition_dim=2, rngs=nnx.Rngs(0))
+    PLSTM2D(D_MODEL, transition_dim=2, mode="D", rngs=nnx.Rngs(0))   # D-mode has no split
 
 
 def naive_image_layer(mixer, x):
@@ -393,11 +424,14 @@ def naive_image_layer(mixer, x):
     if mixer.mode == "P":
         S, o = mixer.source(x), mixer.orientation(x)                              # (.., O, H, N), (.., O, H)
         T = T.reshape(T.shape[:3] + (O, H, N, N))
-        gates = [(o[..., j, :, None] * S[..., j, :, :], (1 - o[..., j, :, None]) * S[..., j, :, :],
-                  o[..., j, :, None, None] * T[..., j, :, :, :], o[..., j, :, None, None] * T[..., j, :, :, :],
-                  (1 - o[..., j, :, None, None]) * T[..., j, :, :, :],
-                  (1 - o[..., j, :, None, None]) * T[..., j, :, :, :], mark[..., j, :, :], mark[..., j, :, :])
-                 for j in range(O)]
+        gates = []
+        for j in range(O):
+            o_S, o_T, S_j, T_j = o[..., j, :, None], o[..., j, :, None, None], S[..., j, :, :], T[..., j, :, :, :]
+            if mixer.pmode_split == "upstream":
+                S_d, T_d = 1 - o_S * S_j, 1 - o_T * T_j
+            else:
+                S_d, T_d = (1 - o_S) * S_j, (1 - o_T) * T_j
+            gates.append((o_S * S_j, S_d, o_T * T_j, o_T * T_j, T_d, T_d, mark[..., j, :, :], mark[..., j, :, :]))
     else:
         S, T = mixer.source(x), T.reshape(T.shape[:3] + (3, O, H, N, N))         # (.., 2, O, H, N)
         gates = []
@@ -419,10 +453,11 @@ def naive_image_layer(mixer, x):
     return mixer.heads.output(h, x.dtype)
 
 
-@pytest.mark.parametrize("mode,chirality,transition_dim", [("P", "L", 2), ("D", "R", 1)])
-def test_image_layer_equals_cell_by_cell_recurrence(x64, mode, chirality, transition_dim):
+@pytest.mark.parametrize("mode,chirality,transition_dim,pmode_split",
+                         [("P", "L", 1, "upstream"), ("P", "L", 2, "scaled"), ("D", "R", 1, "upstream")])
+def test_image_layer_equals_cell_by_cell_recurrence(x64, mode, chirality, transition_dim, pmode_split):
     mixer = PLSTM2D(D_MODEL, num_heads=2, transition_dim=transition_dim, mode=mode, chirality=chirality,
-                    rngs=nnx.Rngs(0))
+                    pmode_split=pmode_split, rngs=nnx.Rngs(0))
     for i, name in enumerate(("source", "transition", "mark", "direct", "orientation")):
         if hasattr(mixer, name):
             randomize(getattr(mixer, name), seed=20 + i, scale=0.3)
@@ -442,6 +477,9 @@ def test_image_layer_equals_cell_by_cell_recurrence(x64, mode, chirality, transi
     (PLSTM2D, {"mode": "X"}, "mode"),
     (PLSTM2D, {"chirality": "C"}, "chirality"),
     (PLSTM2D, {"transition_dim": 2.0}, "transition_dim"),
+    (PLSTM2D, {"pmode_split": "half"}, "pmode_split"),
+    (PLSTM, {"source_bias": float("nan")}, "source_bias"),
+    (PLSTM2D, {"direct_bias": "-6"}, "direct_bias"),
 ])
 def test_bad_options_raise_naming_the_option(cls, options, match):
     with pytest.raises(ValueError, match=match):

@@ -66,6 +66,9 @@ SCRIPT = textwrap.dedent('''
         v, k2, v2, beta, beta2 = (normal(B, L, H, Dk), normal(B, L, H, 2, Dk), normal(B, L, H, 2, Dk),
                                   normal(B, L, H), normal(B, L, H, 2))
         masked = lambda s: jnp.where(jnp.arange(L)[None, :, None] < 9, -jnp.inf, s)
+        gates = (uniform(0, 1, B, L, H, N), 0.7 * jnp.eye(N) + 0.2 * normal(B, L, H, N, N),
+                 uniform(0, 1, B, L, H, N), uniform(0, 1, B, L, H))
+        C0 = normal(B, H, Dk, Dk, N)
 
         def linear(method, reverse=False, complex_=False, reset=True):
             rotate = (lambda x: x * phase) if complex_ else (lambda x: x)
@@ -95,6 +98,10 @@ SCRIPT = textwrap.dedent('''
             return lambda q, k, v, b, g, s0: scans.delta_rule(q, unit(k), v, 2 * jax.nn.sigmoid(b), -jnp.abs(g),
                                                               s0, method=method, chunk_size=4)
 
+        def plstm(method):
+            return lambda q, k, v, S, T, M, D, C0: scans.plstm_scan(q, k, v, S, T, M, D, C0, method=method,
+                                                                    chunk_size=4)
+
         return {
             "linear": (linear("sequential"), (a, b, h0)),
             "linear reverse, complex time-invariant a, chunked": (
@@ -116,16 +123,18 @@ SCRIPT = textwrap.dedent('''
             "delta_rule n_h=2, gated": (delta("sequential"), (q, k2, v2, beta2, g_head, s0)),
             "delta_rule": (delta("sequential", gated=False), (q, k, v, beta, s0)),
             "delta_rule n_h=2, chunked": (delta("chunked"), (q, k2, v2, beta2, g_head, s0)),
+            "plstm": (plstm("sequential"), (q, k, v) + gates + (C0,)),
+            "plstm chunked": (plstm("chunked"), (q, k, v) + gates + (C0,)),
         }
 
     # Every P runs every scan, one variant each by default (rotating over P, one of them
     # chunked); "full" runs every variant at every P.
     BASE = {2: ["linear", "matrix reverse, time-invariant A", "softmax", "linear_attention per-feature decay",
-                "delta_rule n_h=2, gated"],
+                "delta_rule n_h=2, gated", "plstm chunked"],
             4: ["linear reverse, complex time-invariant a, chunked", "matrix", "softmax masked steps",
-                "linear_attention per-head decay", "delta_rule"],
+                "linear_attention per-head decay", "delta_rule", "plstm"],
             8: ["linear reverse, complex time-invariant a, chunked", "matrix reverse", "softmax",
-                "linear_attention per-feature decay", "delta_rule n_h=2, gated"]}
+                "linear_attention per-feature decay", "delta_rule n_h=2, gated", "plstm chunked"]}
 
     def like(cotangent, x):  # explicit mode: the cotangent takes the output's sharding
         spec = jax.typeof(x).sharding.spec
@@ -243,16 +252,16 @@ def check_report(results: dict, partition: str, num_cases: int) -> None:
 
 @pytest.mark.parametrize("partition", PARTITIONS)
 def test_sharded_scans_equal_single_device(sharded_results, partition):
-    check_report(sharded_results, partition, 5 if partition.startswith("P=") else 1)
+    check_report(sharded_results, partition, 6 if partition.startswith("P=") else 1)
 
 
 @pytest.mark.heavy
 def test_every_method_and_form_sharded():
     if not full_size():
-        pytest.skip("by default each P runs one variant of every scan; SEQMODELS_FULL=1 runs all 19 at every P")
+        pytest.skip("by default each P runs one variant of every scan; SEQMODELS_FULL=1 runs all 21 at every P")
     results = run_scripts("full", "P=2,P=8", "P=4")
     for partition in PARTITIONS[:3]:
-        check_report(results, partition, 19)
+        check_report(results, partition, 21)
 
 
 def test_explicit_mode_keeps_the_sharded_layout(sharded_results):

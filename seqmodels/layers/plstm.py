@@ -10,8 +10,8 @@ Per head, with query/key ``q, k ∈ R^Dk``, value ``v ∈ R^Dv`` and a state
     h_t = s · ( Σ_i M_t[i] C_{t-1}[·,·,i]ᵀ q_t + D_t (q_t·k_t) v_t )    s = Dk^{-1/2}
 
 The output reads the *previous* state (an exclusive scan) plus the direct term: the
-transition acts while passing through a node. ``C`` runs through
-``scans.matrix_scan`` (``N > 1``) or ``scans.linear_scan`` (``N = 1``).
+transition acts while passing through a node. It runs through ``scans.plstm_scan``,
+chunkwise: a gating matrix per chunk and one carried state per chunk boundary.
 
 2-D (``plstm2d``, images ``(B, X, Y, d)``): every cell has a right state ``Cr`` and a
 down state ``Cd`` (``scans.grid_scan``)::
@@ -21,11 +21,22 @@ down state ``Cd`` (``scans.grid_scan``)::
     h(x,y)  = s · ( q·M_l Cr(x-1,y) + q·M_u Cd(x,y-1) + D (q·k) v )
 
 * P-mode (directed propagation): one source S and transition T per cell and a learned
-  orientation ``o = σ(b_o + 0.5·W_o x / d_model) ∈ (0, 1)`` (``b_o`` spread over the heads as
-  ``linspace(-2, 2)``, upstream's init; 0, no preferred direction, for a single head): ``S_r = o S``, ``S_d = (1-o) S``,
-  ``T_rl = T_ru = o T``, ``T_du = T_dl = (1-o) T``, ``M_l = M_u = M``. The transitions
-  leaving an incoming edge sum (in norm) to ``‖T‖ ≤ 1`` (upstream's fused layer writes
-  ``1 - o S`` and ``1 - o T``, which keeps that bound only for scalar ``0 ≤ o T ≤ 1``).
+  orientation ``o = σ(b_o + 0.5·W_o x / d_model) ∈ (0, 1)`` (``b_o`` spread over the heads
+  as ``linspace(-2, 2)``, upstream's init; 0, no preferred direction, for a single head);
+  ``S_r = o S``, ``T_rl = T_ru = o T``, ``M_l = M_u = M``, and the down parts by
+  ``pmode_split``:
+
+  - ``"upstream"`` (default; upstream's fused and non-fused layers,
+    ``plstm_2d_layer_fused.py``): ``S_d = 1 - o S``, ``T_dl = T_du = 1 - o T``. For
+    ``0 ≤ o T ≤ 1`` the transitions leaving an incoming edge sum to exactly 1 (mass is
+    conserved; ``o`` sets a propagation angle). Upstream's ``1 -`` is elementwise, which
+    is a split only for scalar transitions: ``transition_dim`` must be 1.
+  - ``"scaled"``: ``S_d = (1 - o) S``, ``T_dl = T_du = (1 - o) T``: the transitions
+    leaving an edge sum in norm to ``‖T‖ < 1`` for any ``transition_dim`` and for
+    negative eigenvalues -- a contractive P-mode where the upstream split is not
+    defined (N > 1) or not bounded (``λ < 0``). It damps propagation along y by ``1 - o``
+    per step instead of ``≈ 1``.
+
   Coupled: wavefront scan.
 * D-mode (diffusive distribution): independent ``S_r, S_d, T_rl, T_du, M_l, M_u`` and one
   cross transition ``T_×``; chirality "L" sets ``T_ru = T_×, T_dl = 0`` ("R": the reverse),
@@ -36,13 +47,14 @@ down state ``Cd`` (``scans.grid_scan``)::
   summed and the direct term added once (upstream's fused layer). Unlike upstream's
   non-fused layer, the y flip is really applied (there ``(j >> 2) % 2`` is always 0).
 
-Gates (upstream ``source_mark_layer`` / ``longrange_transition_layer`` defaults):
-S, M, D = ``σ(b + W x)`` with ``b = -5``; ``λ = tanh(5·(b_λ + W_λ x))`` with
+Gates (upstream ``source_mark_layer`` / ``longrange_transition_layer``, with the biases
+of upstream's vision configuration): S, M = ``σ(b + W x)`` with ``b = -4`` (options
+``source_bias``, ``mark_bias``; upstream's library default is -5), ``W`` starting at
+zero so that they may learn to depend on the input; the direct gate is bias-only,
+``D = σ(b_D)`` with ``b_D = -6`` (``direct_bias``). ``λ = tanh(5·(b_λ + W_λ x))`` with
 ``b_λ = 1``; ``T = U_out diag(λ) U_in`` with ``U = exp(skew(A))``, ``A = b_U + W_U x``,
-``b_U = I`` (so ``U = I`` at init) -- orthogonal, hence ``‖T‖₂ = max|λ| < 1``. Every
-``W`` starts at zero (the gates equal upstream's bias-only default at init and may
-learn to depend on the input, as in its vision configs). Outputs go through a
-per-head RMSNorm (eps 1e-5) and an output projection (SmallInit, no bias).
+``b_U = I`` (so ``U = I`` at init) -- orthogonal, hence ``‖T‖₂ = max|λ| < 1``. Outputs
+go through a per-head RMSNorm (eps 1e-5) and an output projection (SmallInit, no bias).
 """
 
 from __future__ import annotations
@@ -59,6 +71,7 @@ from .common import Dense, RMSNorm, check_choice, check_positive_int, expand_to
 
 _HIGHEST = jax.lax.Precision.HIGHEST
 ORIENTATIONS = 4
+PMODE_SPLITS = ("upstream", "scaled")
 
 
 # --------------------------------------------------------------------------- cores
@@ -86,7 +99,8 @@ def _qk_scale(q, qk_scale):
 
 def plstm_1d(q, k, v, source, transition, mark, direct, initial_state=None, *, qk_scale=None,
              method="auto"):
-    """The 1-D pLSTM recurrence (module docstring), all heads at once.
+    """The 1-D pLSTM recurrence (module docstring), all heads at once, through
+    ``scans.plstm_scan`` (chunkwise: memory ``O(L·chunk)`` plus one state per chunk).
 
     Args:
       q, k: ``(B, L, H, Dk)``; v: ``(B, L, H, Dv)``.
@@ -99,18 +113,8 @@ def plstm_1d(q, k, v, source, transition, mark, direct, initial_state=None, *, q
     Returns ``(h, C_last)``: ``(B, L, H, Dv)`` and the state after the last step
     ``(B, H, Dk, Dv, N)`` (float32 or wider).
     """
-    B, L, H, Dk = q.shape
-    Dv, N = v.shape[-1], source.shape[-1]
-    b = _outer_source(source, k, v)                                   # (B, L, H, Dk, Dv, N)
-    if initial_state is None:
-        initial_state = jnp.zeros((B, H, Dk, Dv, N), jnp.promote_types(b.dtype, jnp.float32))
-    if N == 1:
-        C, C_last = scans.linear_scan(transition[..., 0, None, None], b, initial_state, method=method)
-    else:
-        C, C_last = scans.matrix_scan(transition[:, :, :, None, None], b, initial_state, method=method)
-    C_prev = jnp.concatenate([initial_state[:, None].astype(C.dtype), C[:, :-1]], axis=1)
-    h = _mark_term(q, mark, C_prev) + _direct_term(q, k, v, direct)
-    return h * _qk_scale(q, qk_scale), C_last
+    q = q * jnp.asarray(_qk_scale(q, qk_scale), q.dtype)
+    return scans.plstm_scan(q, k, v, source, transition, mark, direct, initial_state, method=method)
 
 
 def plstm_2d(q, k, v, source_r, source_d, T_rl, T_ru, T_dl, T_du, mark_l, mark_u, direct=None, *,
@@ -144,20 +148,48 @@ def plstm_2d(q, k, v, source_r, source_d, T_rl, T_ru, T_dl, T_du, mark_l, mark_u
 
 
 class _Gate(nnx.Module):
-    """``σ(b + c · W x)`` per head and slot: ``W`` starts at 0, ``b`` constant (or given), ``c`` a fixed scale."""
+    """``σ(b + c · W x)`` per head and slot: ``W`` starts at 0, ``b`` constant (or given), ``c`` a
+    fixed scale; ``input_dependent=False`` leaves ``W`` out (a bias-only gate, broadcast over
+    the positions of ``x``). Computed in float32, or float64 for float64 inputs."""
 
-    def __init__(self, d_model: int, shape: tuple[int, ...], bias, *, input_scale: float = 1.0):
+    def __init__(self, d_model: int, shape: tuple[int, ...], bias, *, input_scale: float = 1.0,
+                 input_dependent: bool = True):
         self.shape, self.input_scale = shape, input_scale
-        self.kernel = nnx.Param(jnp.zeros((d_model, math.prod(shape)), jnp.float32))
+        self.kernel = nnx.Param(jnp.zeros((d_model, math.prod(shape)), jnp.float32)) if input_dependent else None
         self.bias = nnx.Param(jnp.broadcast_to(jnp.asarray(bias, jnp.float32), shape))
 
     def logits(self, x):
-        wx = jnp.matmul(x.astype(jnp.float32), self.kernel[...])
+        bias = self.bias[...]
+        if self.kernel is None:
+            return jnp.broadcast_to(bias, x.shape[:-1] + self.shape)
+        wx = jnp.matmul(x.astype(jnp.promote_types(x.dtype, jnp.float32)), self.kernel[...])
         wx = wx.reshape(wx.shape[:-1] + self.shape)
-        return expand_to(self.bias[...], wx.ndim) + self.input_scale * wx
+        return expand_to(bias, wx.ndim) + self.input_scale * wx
 
     def __call__(self, x):
         return jax.nn.sigmoid(self.logits(x))
+
+
+def _check_biases(**biases) -> tuple[float, ...]:
+    """Each bias as a float if it is a finite real number; else ``ValueError`` naming it."""
+    for name, value in biases.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ValueError(f"{name} must be a finite real number; got {value!r}")
+    return tuple(float(value) for value in biases.values())
+
+
+ORTHOGONAL_BLOCK = 4096  # matrices per block of exp(skew(A))
+
+
+def _orthogonal(A):
+    """``exp(skew(A))`` for ``A (..., N, N)``: orthogonal. ``expm`` evaluates every Padé
+    branch at once, so it runs in blocks of ``ORTHOGONAL_BLOCK`` matrices, each
+    rematerialized in the backward pass: the gradient then keeps only ``A`` (otherwise
+    every intermediate per token: 3.3 GiB at B = 8, L = 16k, 4 heads, N = 4)."""
+    skew = 0.5 * (A - jnp.swapaxes(A, -1, -2))
+    flat = skew.reshape((-1,) + skew.shape[-2:])
+    block = max(1, min(ORTHOGONAL_BLOCK, flat.shape[0]))
+    return jax.lax.map(jax.checkpoint(jax.scipy.linalg.expm), flat, batch_size=block).reshape(skew.shape)
 
 
 class _Transition(nnx.Module):
@@ -174,7 +206,7 @@ class _Transition(nnx.Module):
         if self.N == 1:
             return lam[..., None]
         A = self.rotation.logits(x)                                     # (..., 2, heads, N, N)
-        U = jax.scipy.linalg.expm(0.5 * (A - jnp.swapaxes(A, -1, -2)))  # orthogonal
+        U = _orthogonal(A)
         U_out, U_in = U[..., 0, :, :, :], U[..., 1, :, :, :]
         return jnp.matmul(U_out, lam[..., :, None] * U_in, precision=_HIGHEST)
 
@@ -213,16 +245,19 @@ class PLSTM(Mixer):
     causal = True
 
     def __init__(self, d_model: int, *, num_heads: int = 4, transition_dim: int = 4,
+                 source_bias: float = -4.0, mark_bias: float = -4.0, direct_bias: float = -6.0,
                  qk_scale: float | None = None, method: str = "auto", rngs: nnx.Rngs):
         self.d_model = d_model
         self.transition_dim = check_positive_int("transition_dim", transition_dim)
+        source_bias, mark_bias, direct_bias = _check_biases(source_bias=source_bias, mark_bias=mark_bias,
+                                                            direct_bias=direct_bias)
         self.qk_scale, self.method = qk_scale, method
         self.heads = _Heads(d_model, num_heads, rngs=rngs)
         H, N = num_heads, transition_dim
-        self.source = _Gate(d_model, (H, N), -5.0)
+        self.source = _Gate(d_model, (H, N), source_bias)
         self.transition = _Transition(d_model, H, N)
-        self.mark = _Gate(d_model, (H, N), -5.0)
-        self.direct = _Gate(d_model, (H,), -5.0)
+        self.mark = _Gate(d_model, (H, N), mark_bias)
+        self.direct = _Gate(d_model, (H,), direct_bias, input_dependent=False)
 
     def _run(self, x, state, method):
         q, k, v = self.heads.qkv(x)
@@ -250,27 +285,35 @@ class PLSTM2D(Mixer):
     spatial_ndim = 2
 
     def __init__(self, d_model: int, *, num_heads: int = 1, transition_dim: int = 1, mode: str = "P",
-                 chirality: str = "L", orientation_scale: float = 0.5, qk_scale: float | None = None,
-                 method: str = "auto", rngs: nnx.Rngs):
+                 chirality: str = "L", pmode_split: str = "upstream", orientation_scale: float = 0.5,
+                 source_bias: float = -4.0, mark_bias: float = -4.0, direct_bias: float = -6.0,
+                 qk_scale: float | None = None, method: str = "auto", rngs: nnx.Rngs):
         check_choice("mode", mode, ("P", "D"))
         check_choice("chirality", chirality, ("L", "R"))
+        check_choice("pmode_split", pmode_split, PMODE_SPLITS)
         self.d_model = d_model
         self.transition_dim = check_positive_int("transition_dim", transition_dim)
-        self.mode, self.chirality, self.orientation_scale = mode, chirality, orientation_scale
+        if mode == "P" and pmode_split == "upstream" and transition_dim != 1:
+            raise ValueError(f"pmode_split='upstream' (S_d = 1 - o S, T_d = 1 - o T, elementwise) needs "
+                             f"transition_dim=1; got transition_dim={transition_dim} (use pmode_split='scaled')")
+        source_bias, mark_bias, direct_bias = _check_biases(source_bias=source_bias, mark_bias=mark_bias,
+                                                            direct_bias=direct_bias)
+        self.mode, self.chirality, self.pmode_split = mode, chirality, pmode_split
+        self.orientation_scale = orientation_scale
         self.qk_scale, self.method = qk_scale, method
         self.heads = _Heads(d_model, num_heads, rngs=rngs)
         H, N, O = num_heads, transition_dim, ORIENTATIONS
-        self.direct = _Gate(d_model, (H,), -5.0)
+        self.direct = _Gate(d_model, (H,), direct_bias, input_dependent=False)
         if mode == "P":
-            self.source = _Gate(d_model, (O, H, N), -5.0)
+            self.source = _Gate(d_model, (O, H, N), source_bias)
             self.transition = _Transition(d_model, O * H, N)
-            self.mark = _Gate(d_model, (O, H, N), -5.0)
+            self.mark = _Gate(d_model, (O, H, N), mark_bias)
             self.orientation = _Gate(d_model, (O, H), jnp.linspace(-2.0, 2.0, H) if H > 1 else jnp.zeros((1,)),
                                      input_scale=orientation_scale / d_model)
         else:
-            self.source = _Gate(d_model, (2, O, H, N), -5.0)
+            self.source = _Gate(d_model, (2, O, H, N), source_bias)
             self.transition = _Transition(d_model, 3 * O * H, N)
-            self.mark = _Gate(d_model, (2, O, H, N), -5.0)
+            self.mark = _Gate(d_model, (2, O, H, N), mark_bias)
 
     def _orientation_gates(self, x):
         """Per orientation: ``(S_r, S_d, T_rl, T_ru, T_dl, T_du, M_l, M_u)`` in ``plstm_2d``'s shapes."""
@@ -283,10 +326,9 @@ class PLSTM2D(Mixer):
             T = T.reshape(T.shape[:-3] + (O, H, N, N))
             o = self.orientation(x)                                              # (..., O, H)
             for j in range(O):
-                o_j = o[..., j, :]
-                T_r, T_d = o_j[..., None, None] * T[..., j, :, :, :], (1 - o_j)[..., None, None] * T[..., j, :, :, :]
-                gates.append((o_j[..., None] * S[..., j, :, :], (1 - o_j)[..., None] * S[..., j, :, :],
-                              T_r, T_r, T_d, T_d, mark[..., j, :, :], mark[..., j, :, :]))
+                S_r, S_d = self._split(o[..., j, :, None], S[..., j, :, :])
+                T_r, T_d = self._split(o[..., j, :, None, None], T[..., j, :, :, :])
+                gates.append((S_r, S_d, T_r, T_r, T_d, T_d, mark[..., j, :, :], mark[..., j, :, :]))
         else:
             S = self.source(x)                                                   # (..., 2, O, H, N)
             T = T.reshape(T.shape[:-3] + (3, O, H, N, N))
@@ -296,6 +338,11 @@ class PLSTM2D(Mixer):
                 gates.append((S[..., 0, j, :, :], S[..., 1, j, :, :], T_rl, T_ru, T_dl, T_du,
                               mark[..., 0, j, :, :], mark[..., 1, j, :, :]))
         return gates
+
+    def _split(self, o, gate):
+        """P-mode's ``(right, down)`` parts of a source or transition for orientation ``o``."""
+        right = o * gate
+        return right, (1.0 - right if self.pmode_split == "upstream" else (1.0 - o) * gate)
 
     def forward(self, x):
         q, k, v = self.heads.qkv(x)

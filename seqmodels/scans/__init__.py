@@ -2,7 +2,7 @@
 
 Every function takes time on axis 1, an optional initial state, a ``method`` and
 returns ``(outputs, final_state)``. ``seqmodels.scans.reference`` holds a plain loop
-for each, used by the tests. The five recurrences below can run with their time axis
+for each, used by the tests. The six recurrences below can run with their time axis
 sharded across devices (``seqmodels.scans.parallel``): inside
 ``with scans.sequence_parallel(mesh, axis="seq"):``, or when their main input is
 sharded along time over an explicit mesh axis.
@@ -24,6 +24,7 @@ from .matrix import matrix_scan as _matrix_scan
 from .parallel import sequence_parallel as sequence_parallel
 from .parallel import sequence_parallel_active as sequence_parallel_active
 from .parallel import shardable as _shardable
+from .plstm import plstm_scan as _plstm_scan
 from .recurrent import nonlinear_scan as nonlinear_scan
 from .reference import SoftmaxState as SoftmaxState
 from .softmax import softmax_scan as _softmax_scan
@@ -35,3 +36,4 @@ matrix_scan = _shardable(_matrix_scan)
 softmax_scan = _shardable(_softmax_scan)
 linear_attention = _shardable(_linear_attention)
 delta_rule = _shardable(_delta_rule)
+plstm_scan = _shardable(_plstm_scan)

@@ -18,6 +18,8 @@ sequence split into ``P`` shards along a mesh axis is evaluated by
    * ``delta_rule``: ``S ↦ M S + c`` with ``M = Π_t e^{g_t} Π_j (I − β k kᵀ)``,
      obtained in the same scan as ``c`` by extending the state with ``Dk`` columns
      that start from the identity and receive zero values;
+   * ``plstm_scan``: ``C ↦ (T_last ⋯ T_first) C + c``, the ordered product of the
+     transitions acting on the state's transition axis;
    * ``softmax_scan``: the shard's own ``(max, normalizer, weighted sum)``, whose
      log-sum-exp combine is already associative ("Attention as an RNN", Feng et al.,
      2024, eq. 5);
@@ -37,7 +39,8 @@ Per device this costs two local scans of ``L/P`` steps and memory ``∝ L/P``;
 gradients (initial state included) flow through ``shard_map`` and ``all_gather`` by
 automatic differentiation. Uneven lengths are padded to a multiple of ``P`` at the
 end processed *first* (the start of a forward scan, the end of a reverse one) and
-sliced off: padded steps are identities (``β = 0``, zero keys, scores ``-inf``) or,
+sliced off: padded steps are identities (``β = 0``, zero keys, scores ``-inf``, identity
+transitions with zero sources) or,
 for ``linear_scan`` and ``matrix_scan``, zero inputs processed from the zero state --
 those two fold the caller's ``h0`` into the first real step (``b ← b + a h0``, as
 their associative form does), so a time-invariant decay is never broadcast over time.
@@ -144,6 +147,10 @@ class _Rule:
     def fold(self, state, summary):
         """The state after a shard, given the state entering it and its summary."""
         raise NotImplementedError
+
+    def padding(self, name: str, x, widths):
+        """``x`` padded along time by ``widths`` with the value of padded steps."""
+        return jnp.pad(x, widths, constant_values=self.pad[name])
 
     def run(self, raw, timed: dict, state, options: dict):
         """The local scan from ``state``: ``(outputs, final_state)``."""
@@ -320,8 +327,33 @@ class _Delta(_Rule):
         return _matmul(transition, S) + final
 
 
+class _PLSTM(_Rule):
+    primary, timed, state = "q", ("q", "k", "v", "source", "transition", "mark", "direct"), "initial_state"
+    pad = {"q": 0, "k": 0, "v": 0, "source": 0, "mark": 0, "direct": 0}  # transition: the identity
+
+    def padding(self, name, x, widths):
+        if name != "transition":
+            return super().padding(name, x, widths)
+        before, after = widths[1]
+        eye = lambda steps: jnp.broadcast_to(jnp.eye(x.shape[-1], dtype=x.dtype),  # noqa: E731
+                                             x.shape[:1] + (steps,) + x.shape[2:])
+        return jnp.concatenate([eye(before), x, eye(after)], axis=1)
+
+    def empty_state(self, timed, acc):
+        q, v, source = timed["q"], timed["v"], timed["source"]
+        return jnp.zeros((q.shape[0], q.shape[2], q.shape[3], v.shape[-1], source.shape[-1]), acc)
+
+    def summary(self, raw, timed, options, acc):
+        product = _ordered_product(timed["transition"].astype(acc), reverse=False)   # (B, H, N, N)
+        return product, raw(**timed, initial_state=None, **options)[1]
+
+    def fold(self, C, summary):
+        product, final = summary
+        return jnp.einsum("...ij,...dvj->...dvi", product, C, precision=_HIGHEST) + final
+
+
 RULES: dict[str, _Rule] = {"linear_scan": _Linear(), "matrix_scan": _Matrix(), "softmax_scan": _Softmax(),
-                           "linear_attention": _LinearAttention(), "delta_rule": _Delta()}
+                           "linear_attention": _LinearAttention(), "delta_rule": _Delta(), "plstm_scan": _PLSTM()}
 
 
 # ---------------------------------------------------------------------------------
@@ -417,7 +449,7 @@ def _sharded(raw, rule: _Rule, setting: _Setting, arguments: dict):
         if not pad or x.shape[1] != L:
             return x
         widths = [(0, 0), (0, pad) if reverse else (pad, 0)] + [(0, 0)] * (x.ndim - 2)
-        return jnp.pad(x, widths, constant_values=rule.pad[name])
+        return rule.padding(name, x, widths)
 
     timed = {n: padded(n, x) for n, x in timed.items()}
     in_specs = ({n: timed_spec(x) for n, x in timed.items()},

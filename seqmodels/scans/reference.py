@@ -99,6 +99,34 @@ def linear_attention(q, k, v, log_decay=None, s0=None):
     return _time_loop(step, S, (q, k, v, log_decay), reverse=False)
 
 
+
+def plstm_scan(q, k, v, source, transition, mark, direct, initial_state=None):
+    """pLSTM 1-D: ``C_t = T_t C_{t-1} + S_t ⊗ k_t v_tᵀ``, ``h_t = Σ_i M_t[i] C_{t-1}[·,·,i]ᵀ q_t
+    + D_t (q_t·k_t) v_t`` (the output reads the state *before* the step).
+
+    q, k: ``(B, L, H, Dk)``; v: ``(B, L, H, Dv)``; source, mark: ``(B, L, H, N)``;
+    transition: ``(B, L, H, N, N)``; direct: ``(B, L, H)``; state ``(B, H, Dk, Dv, N)``.
+    """
+    arrays = (q, k, v, source, transition, mark, direct)
+    dtype = accumulation_dtype(*arrays, *(() if initial_state is None else (initial_state,)))
+    B, L, H, Dk = q.shape
+    Dv, N = v.shape[-1], source.shape[-1]
+    C = jnp.zeros((B, H, Dk, Dv, N), dtype) if initial_state is None else jnp.asarray(initial_state, dtype)
+
+    def step(C, inputs):
+        q_t, k_t, v_t, s_t, T_t, m_t, d_t = inputs
+        h = jnp.zeros((B, H, Dv), dtype)
+        for i in range(N):
+            h = h + m_t[..., i, None] * jnp.einsum("bhd,bhdv->bhv", q_t, C[..., i])
+        h = h + (d_t * jnp.sum(q_t * k_t, axis=-1))[..., None] * v_t
+        kv = k_t[..., :, None] * v_t[..., None, :]
+        C = jnp.stack([sum(T_t[..., i, j, None, None] * C[..., j] for j in range(N)) + s_t[..., i, None, None] * kv
+                       for i in range(N)], axis=-1)
+        return C, h
+
+    return _time_loop(step, C, tuple(jnp.asarray(x, dtype) for x in arrays), reverse=False)
+
+
 def softmax_scan(scores, v, state=None):
     """``o_t = Σ_{i≤t} exp(s_i) v_i / Σ_{i≤t} exp(s_i)``, one running softmax per head.
 

@@ -30,7 +30,8 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 PRECISIONS = ("float32", "bfloat16")
-POOLINGS = ("auto", "none", "mean", "last")
+POOLINGS = ("auto", "none", "mean", "last", "corners")
+IMAGE_POOLINGS = ("auto", "mean", "corners")
 MODEL_KINDS = ("sequence", "image", "video")
 
 
@@ -72,7 +73,8 @@ class ModelConfig:
       stride-2 stages, video-mixer blocks, conv decoder) for next-frame tasks.
 
     ``pooling="auto"`` takes the task's choice (per-step outputs for per-step targets;
-    ``"sequence"`` only). ``mixer_options`` are the mixer's keyword options
+    ``"sequence"``) or, for ``"image"``, ``"mean"``; ``"image"`` also takes ``"corners"``
+    (the four corner patches concatenated, pLSTM's pooling). ``mixer_options`` are the mixer's keyword options
     (``seqmodels.layers.build``); ``layer_options`` are per-layer overrides of them,
     cycled over the layers (``({"mode": "P"}, {"mode": "D"})`` alternates pLSTM's two
     modes; on the command line a JSON list).
@@ -468,6 +470,10 @@ def validate(config: Config) -> Config:
     _one_of("model.pooling", model.pooling, POOLINGS)
     _one_of("model.norm", model.norm, ("layer", "rms"))
     _one_of("model.kind", model.kind, MODEL_KINDS)
+    if model.kind == "image":
+        _one_of("model.pooling (model.kind='image')", model.pooling, IMAGE_POOLINGS)
+    elif model.pooling == "corners":
+        raise ConfigError(f"model.pooling='corners' needs model.kind='image'; got model.kind={model.kind!r}")
     _at_least("model.patch_size", model.patch_size, 1)
     _at_least("model.n_down", model.n_down, 0)
     _one_of("task.name", config.task.name, task_names())

@@ -215,7 +215,8 @@ def _backbone(config: Config, task: Task) -> nnx.Module:
                           image_size=images.shape[1:3], patch_size=model.patch_size, d_model=model.d_model,
                           n_layers=model.n_layers, mlp_ratio=model.mlp_ratio, dropout=model.dropout,
                           norm=model.norm, mixer_options=dict(model.mixer_options),
-                          layer_options=model.layer_options, rngs=rngs)
+                          layer_options=model.layer_options,
+                          pooling="mean" if model.pooling == "auto" else model.pooling, rngs=rngs)
     if model.kind == "video":
         if not (mixer_cls.temporal and task.loss == "mse" and io.pooling == "none" and io.input_dim):
             raise ConfigError(f"model.kind='video' needs a video mixer and a next-frame task (per-frame "

@@ -51,6 +51,7 @@ import numpy as np
 from flax import nnx
 
 from .base import Mixer, register
+from .options import Interval
 from .common import Dense, check_positive_int, masked_softmax
 
 
@@ -104,11 +105,20 @@ def softmax_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array,
     ``q (B, Lq, H, d)``, ``k, v (B, Lk, H, d)``, ``mask`` boolean broadcastable to
     ``(B, H, Lq, Lk)`` (rank 4); logits and softmax in float32 (or wider); returns
     ``(B, Lq, H, d)`` in ``q.dtype``.
+
+    A non-finite key or value reaches exactly the queries whose mask admits it: masked
+    weights are exactly 0, but ``0 · NaN`` is NaN, so non-finite keys and values enter
+    the products as 0 and the queries that admit one are set to NaN afterwards (a NaN at
+    step ``t`` of a causal sequence leaves the outputs before ``t`` intact).
     """
     acc = jnp.promote_types(q.dtype, jnp.float32)
-    logits = jnp.einsum("bqhd,bkhd->bhqk", q, k.astype(q.dtype), preferred_element_type=acc) * scale
+    finite = jnp.all(jnp.isfinite(k), axis=-1) & jnp.all(jnp.isfinite(v), axis=-1)      # (B, Lk, H)
+    k, v = (jnp.where(finite[..., None], a, 0).astype(q.dtype) for a in (k, v))
+    logits = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=acc) * scale
     weights = masked_softmax(logits, mask)
-    out = jnp.einsum("bhqk,bkhd->bqhd", weights.astype(q.dtype), v.astype(q.dtype), preferred_element_type=acc)
+    out = jnp.einsum("bhqk,bkhd->bqhd", weights.astype(q.dtype), v, preferred_element_type=acc)
+    admits_non_finite = jnp.any(mask & ~jnp.moveaxis(finite, 1, 2)[:, :, None, :], axis=-1)  # (B, H, Lq)
+    out = jnp.where(jnp.moveaxis(admits_non_finite, 1, 2)[..., None], jnp.nan, out)
     return out.astype(q.dtype)
 
 
@@ -125,6 +135,8 @@ class Attention(Mixer):
         forward has no limit.
       use_bias: biases in the four projections.
     """
+
+    option_ranges = {"rope_base": Interval(1, open_low=True)}
 
     causal = True
 

@@ -44,6 +44,7 @@ from jaxtyping import Array, Complex, Float, Inexact
 
 from .. import scans, ssm
 from .base import Mixer, register
+from .options import POSITIVE
 from .common import SSMParam
 from .s5 import DiagonalStateMatrix, as_real_pair, complex_param, truncated_normal
 
@@ -145,6 +146,10 @@ class ConvS5(Mixer):
     ``(batch, 1, 1, P_stored)`` zero state that broadcasts over any frame size (pass
     ``spatial_shape=(H, W)`` for a state of fixed shape, e.g. as a ``lax.scan`` carry).
     """
+
+    option_choices = {"discretization": ssm.discretize.DIAG_METHODS, "activation": ACTIVATIONS,
+                      "method": scans.METHODS}
+    option_ranges = {"dt_min": POSITIVE, "dt_max": POSITIVE, "step_rescale": POSITIVE}
 
     causal = True
     spatial_ndim = 2

@@ -62,6 +62,7 @@ from .. import scans
 from ..scans.delta import DEFAULT_CHUNK_SIZE, METHODS
 from ..ssm.timescale import log_uniform_log_dt
 from .base import Mixer, register
+from .options import POSITIVE
 from .common import Dense, RMSNorm, ShortConv, check_choice, check_positive_int, expand_to
 
 L2_EPS = 1e-6  # fla's l2norm: x / sqrt(‖x‖² + eps)
@@ -121,6 +122,9 @@ class DeltaProduct(Mixer):
     ``q_conv``, ``k_conv``, ``v_conv`` (``weight (conv_size, width)``); with the output gate
     ``g_proj (d_model, H·Dv)``; ``norm.scale (H·Dv,)``, ``o_proj (H·Dv, d_model)``.
     """
+
+    option_choices = {"method": METHODS}
+    option_ranges = {"norm_eps": POSITIVE}
 
     causal = True
 

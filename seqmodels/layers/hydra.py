@@ -56,6 +56,7 @@ from flax import nnx
 from .. import scans
 from ..scans.linear_attention import DEFAULT_CHUNK_SIZE
 from .base import Mixer, register
+from .options import POSITIVE
 from .common import Dense, RMSNorm, check_choice, check_positive_int, depthwise_conv1d, expand_to
 
 COMBINES = ("quasiseparable", "add")
@@ -215,6 +216,9 @@ class Hydra(Mixer):
     ``A_log (H,)`` (init 0: ``A = -1``), ``D (H,)`` (init 1), ``fc_D (d_inner, H)``,
     ``norm.scale (d_inner,)``, ``out_proj (d_inner, d_model)``.
     """
+
+    option_choices = {"combine": COMBINES, "method": scans.LINEAR_ATTENTION_METHODS}
+    option_ranges = {"dt_min": POSITIVE, "dt_max": POSITIVE, "dt_init_floor": POSITIVE}
 
     causal = False
     directions = 2  # SSD scans per layer (the in-projection holds B, C and dt for each)

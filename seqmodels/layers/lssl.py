@@ -54,7 +54,8 @@ from jaxtyping import Array, Float
 
 from .. import scans, ssm
 from .base import Mixer, register
-from .common import SSMOutput, SSMParam, check_choice, check_positive_int, expand_to
+from .common import SSM_OUTPUTS, SSMOutput, SSMParam, check_choice, check_positive_int, expand_to
+from .options import POSITIVE
 from .s4 import SSMStepState
 
 MODES = ("conv", "scan")
@@ -94,6 +95,10 @@ class LSSL(Mixer):
     the ``discrete_system()`` computed once per state (``4·H·N²`` bytes for ``Ā``); make
     a new state after ``A``, ``B`` or ``Δ`` change.
     """
+
+    option_choices = {"measure": ssm.hippo.MEASURES, "discretization": DISCRETIZATIONS, "mode": MODES,
+                      "output": SSM_OUTPUTS}
+    option_ranges = {"dt_min": POSITIVE, "dt_max": POSITIVE}
 
     causal = True
 

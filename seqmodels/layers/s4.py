@@ -93,7 +93,8 @@ from jaxtyping import Array, Complex, Float, Inexact
 
 from .. import scans, ssm
 from .base import Mixer, register
-from .common import SSMOutput, SSMParam, check_choice, check_positive_int, expand_to
+from .common import SSM_OUTPUTS, SSMOutput, SSMParam, check_choice, check_positive_int, expand_to
+from .options import POSITIVE
 
 MODES = ("conv", "scan")
 S4_INITS = ("legs", "legt")
@@ -174,6 +175,9 @@ class _ConvSSM(Mixer):
 
     Subclasses provide ``kernel(L)``, ``discrete_system()``, ``_recur`` and ``_readout``.
     """
+
+    option_choices = {"mode": MODES, "output": SSM_OUTPUTS}
+    option_ranges = {"dt_min": POSITIVE, "dt_max": POSITIVE}
 
     bidirectional: ClassVar[bool] = False
 
@@ -268,6 +272,8 @@ class S4(_ConvSSM):
     once per state (``8·H·N²`` bytes for ``Ā``); make a new state after a parameter update.
     """
 
+    option_choices = {"init": S4_INITS}
+
     causal = True
 
     def __init__(self, d_model: int, *, state_size: int = 64, l_max: int = 1024, init: str = "legs",
@@ -354,6 +360,8 @@ class S4D(_ConvSSM):
     the diagonal ``discrete_system()`` (three ``(H, M)`` complex arrays) computed once per
     state; make a new state after a parameter update.
     """
+
+    option_choices = {"init": ssm.hippo.S4D_INITS, "discretization": S4D_DISCRETIZATIONS}
 
     causal = True
 

@@ -52,6 +52,7 @@ from jaxtyping import Array, Complex, Float, Inexact
 from .. import scans, ssm
 from ..ssm.discretize import DIAG_METHODS
 from .base import Mixer, register
+from .options import POSITIVE
 from .common import Dense, SSMParam, expand_to
 
 ACTIVATIONS = ("gelu", "half_glu1", "half_glu2", "full_glu", "none")
@@ -232,6 +233,9 @@ class S5(Mixer):
 
     State (``init_state``): ``(batch, P_stored)`` complex64 (for float32 parameters).
     """
+
+    option_choices = {"discretization": DIAG_METHODS, "activation": ACTIVATIONS, "method": scans.METHODS}
+    option_ranges = {"dt_min": POSITIVE, "dt_max": POSITIVE, "step_rescale": POSITIVE}
 
     causal = True
     bidirectional: ClassVar[bool] = False

@@ -95,7 +95,7 @@ def softmax_scan(scores, v, state=None, *, method="auto", chunk_size=None):
 
     method = resolve_method(
         "softmax_scan", method, scores.shape, state_history_bytes=x.size * x.dtype.itemsize
-    )
+    ) if L else "sequential"  # L = 0: the sequential scan returns the state unchanged
     if method == "sequential":
         (m, z), z_all = _sequential(s, x, carry)
     elif method == "associative":

@@ -20,7 +20,11 @@ speed), which is also state-spaces/s4's ``Platypus`` with one ``A`` and per-feat
 
 * ``mode="conv"`` (default): the Krylov kernel ``[B̄, ĀB̄, …, Ā^{L-1}B̄]`` by repeated
   squaring (``ssm.krylov_kernel``, ``O(N³ log L + N² L)`` per channel) for the call's
-  length, then ``scans.fft_conv``;
+  length, then ``scans.fft_conv``.
+  The FFT also spreads a NaN or inf at one step to every output of the sequence,
+  earlier ones included (each output is a sum over all frequencies, each of which
+  sums over all steps): to keep non-finite inputs isolated, use ``mode="scan"`` or
+  ``step``, whose outputs before the step stay finite;
 * ``mode="scan"``: ``scans.matrix_scan`` of the dense recurrence;
 * ``step``: one token of it, ``O(N²)`` per channel. The ``O(N³)`` discretization is
   done once, by ``init_state``: the state is an ``s4.SSMStepState(h, system)`` that

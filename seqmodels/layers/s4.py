@@ -20,7 +20,11 @@ Three evaluations of the same map, which agree to rounding (tests/test_s4.py):
 
 * ``mode="conv"`` (default): the kernel ``K_l = C Ā^l B̄`` for the call's length ``L`` is
   computed from the parameters on every call (S4: ``ssm.dplr_kernel``, Cauchy sums +
-  Woodbury; S4D: ``ssm.s4d_kernel``), then ``scans.fft_conv``;
+  Woodbury; S4D: ``ssm.s4d_kernel``), then ``scans.fft_conv``.
+  The FFT also spreads a NaN or inf at one step to every output of the sequence,
+  earlier ones included (each output is a sum over all frequencies, each of which
+  sums over all steps): to keep non-finite inputs isolated, use ``mode="scan"`` or
+  ``step``, whose outputs before the step stay finite;
 * ``mode="scan"``: the discretized recurrence over the sequence (S4: ``scans.matrix_scan``
   over the dense conjugate-doubled ``N × N`` system; S4D: ``scans.linear_scan`` over the
   ``N/2`` complex modes);

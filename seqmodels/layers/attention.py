@@ -150,8 +150,6 @@ class Attention(Mixer):
             head_dim = d_model // num_heads
         check_positive_int("head_dim", head_dim, even=rope)
         check_positive_int("max_length", max_length)
-        if not rope_base > 1.0:
-            raise ValueError(f"rope_base must be > 1; got {rope_base!r}")
         self.d_model, self.num_heads, self.head_dim = d_model, num_heads, head_dim
         self.rope, self.rope_base, self.max_length = bool(rope), float(rope_base), max_length
         self.scale = 1.0 / math.sqrt(head_dim)

@@ -57,7 +57,7 @@ from .. import scans
 from ..scans.linear_attention import DEFAULT_CHUNK_SIZE
 from .base import Mixer, register
 from .options import POSITIVE
-from .common import Dense, RMSNorm, check_choice, check_positive_int, depthwise_conv1d, expand_to
+from .common import Dense, RMSNorm, check_positive_int, depthwise_conv1d, expand_to
 
 COMBINES = ("quasiseparable", "add")
 
@@ -228,7 +228,6 @@ class Hydra(Mixer):
                  dt_init_floor: float = 1e-4, bias: bool = False, conv_bias: bool = True,
                  combine: str = "quasiseparable", method: str = "auto", chunk_size: int = DEFAULT_CHUNK_SIZE,
                  rngs: nnx.Rngs):
-        check_choice("combine", combine, COMBINES)
         self.combine = combine
         self._build(d_model, d_state=d_state, d_conv=d_conv, expand=expand, headdim=headdim, ngroups=ngroups,
                     dt_min=dt_min, dt_max=dt_max, dt_init_floor=dt_init_floor, bias=bias, conv_bias=conv_bias,

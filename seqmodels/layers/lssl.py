@@ -58,7 +58,7 @@ from jaxtyping import Array, Float
 
 from .. import scans, ssm
 from .base import Mixer, register
-from .common import SSM_OUTPUTS, SSMOutput, SSMParam, check_choice, check_positive_int, expand_to
+from .common import SSM_OUTPUTS, SSMOutput, SSMParam, check_positive_int, expand_to
 from .options import POSITIVE
 from .s4 import SSMStepState
 
@@ -113,9 +113,6 @@ class LSSL(Mixer):
         self.d_model = d_model
         self.state_size = check_positive_int("state_size", state_size)
         self.channels = check_positive_int("channels", channels)
-        check_choice("measure", measure, ssm.hippo.MEASURES)
-        check_choice("discretization", discretization, DISCRETIZATIONS)
-        check_choice("mode", mode, MODES)
         self.measure, self.discretization, self.mode = measure, discretization, mode
         A, B = ssm.transition(measure, state_size)
         hippo = SSMParam if trainable_A else SSMConstant

@@ -14,8 +14,10 @@ accept. The rules come from the annotations and a small per-class declaration:
   (``Interval(0)`` for a count that may be zero, ``POSITIVE`` for a rate);
 * ``option_choices = {"name": (...)}`` lists the valid values of a string option.
 
-A wrong type raises ``TypeError``, a wrong value ``ValueError``; both name the mixer,
-the option, what it must be and what it got.
+A wrong type raises :class:`OptionTypeError` (a ``TypeError`` that is also a
+``ValueError``, so code that reports bad options by catching ``ValueError`` keeps
+doing so), a wrong value ``ValueError``; both name the mixer, the option, what it must
+be and what it got.
 """
 
 from __future__ import annotations
@@ -32,14 +34,22 @@ from typing import Any, Callable
 import numpy as np
 
 
+class OptionTypeError(TypeError, ValueError):
+    """An argument of the wrong type (``"4"`` for an int, ``"no"`` for a bool)."""
+
+
 @dataclass(frozen=True)
 class Interval:
-    """The range ``[low, high]`` (an open end with ``open_low`` / ``open_high``; None: unbounded)."""
+    """The range ``[low, high]`` (an open end with ``open_low`` / ``open_high``; None: unbounded).
+
+    ``label`` replaces the default description in messages (``"a positive int"``).
+    """
 
     low: float | None = None
     high: float | None = None
     open_low: bool = False
     open_high: bool = False
+    label: str | None = None
 
     def __contains__(self, value) -> bool:
         above = self.low is None or (value > self.low if self.open_low else value >= self.low)
@@ -47,6 +57,8 @@ class Interval:
         return bool(above and below)
 
     def __str__(self) -> str:
+        if self.label is not None:
+            return self.label
         if self.high is None:
             return f"{'>' if self.open_low else '≥'} {self.low}"
         if self.low is None:
@@ -56,8 +68,7 @@ class Interval:
 
 POSITIVE = Interval(0, open_low=True)
 NON_NEGATIVE = Interval(0)
-AT_LEAST_ONE = Interval(1)
-UNIT_OPEN_HIGH = Interval(0, 1, open_high=True)
+AT_LEAST_ONE = Interval(1, label="a positive int")
 
 
 def _is_int(value) -> bool:
@@ -104,7 +115,7 @@ def check_option(owner: str, name: str, value, annotation, *, interval: Interval
         accepts, kind, default_interval = _KINDS[base]
         if not accepts(value):
             want = f"{kind}{' or None' if allows_none else ''}"
-            raise TypeError(f"{owner} option {name} must be {want}; got {value!r} ({type(value).__name__})")
+            raise OptionTypeError(f"{owner} option {name} must be {want}; got {value!r} ({type(value).__name__})")
         if base is float and not math.isfinite(value):
             raise ValueError(f"{owner} option {name} must be finite; got {value!r}")
         interval = interval if interval is not None else default_interval
@@ -141,7 +152,7 @@ def declared(cls: type, attribute: str) -> dict:
 def check_batch_size(owner: str, batch_size) -> None:
     """``init_state``'s ``batch_size``: a positive int."""
     if not _is_int(batch_size):
-        raise TypeError(f"{owner}.init_state: batch_size must be an int; got {batch_size!r} "
+        raise OptionTypeError(f"{owner}.init_state: batch_size must be an int; got {batch_size!r} "
                         f"({type(batch_size).__name__})")
     if batch_size < 1:
-        raise ValueError(f"{owner}.init_state: batch_size must be ≥ 1; got {batch_size!r}")
+        raise ValueError(f"{owner}.init_state: batch_size must be a positive int; got {batch_size!r}")

@@ -97,7 +97,7 @@ from jaxtyping import Array, Complex, Float, Inexact
 
 from .. import scans, ssm
 from .base import Mixer, register
-from .common import SSM_OUTPUTS, SSMOutput, SSMParam, check_choice, check_positive_int, expand_to
+from .common import SSM_OUTPUTS, SSMOutput, SSMParam, check_positive_int, expand_to
 from .options import POSITIVE
 
 MODES = ("conv", "scan")
@@ -188,7 +188,6 @@ class _ConvSSM(Mixer):
     def _init_common(self, d_model, state_size, dt_min, dt_max, mode, output, rngs):
         self.d_model = d_model
         self.state_size = check_positive_int("state_size", state_size, even=True)
-        check_choice("mode", mode, MODES)
         self.mode = mode
         self.directions = 2 if self.bidirectional else 1
         self.log_dt = SSMParam(ssm.log_uniform_log_dt(rngs.params(), (d_model,), dt_min, dt_max))
@@ -283,7 +282,6 @@ class S4(_ConvSSM):
     def __init__(self, d_model: int, *, state_size: int = 64, l_max: int = 1024, init: str = "legs",
                  dt_min: float = 1e-3, dt_max: float = 1e-1, mode: str = "conv", output: str = "linear",
                  rngs: nnx.Rngs):
-        check_choice("init", init, S4_INITS)
         self.l_max = check_positive_int("l_max", l_max)
         self._init_common(d_model, state_size, dt_min, dt_max, mode, output, rngs)
         d = ssm.nplr(init, self.state_size, rank=S4_RANKS[init])
@@ -372,8 +370,6 @@ class S4D(_ConvSSM):
     def __init__(self, d_model: int, *, state_size: int = 64, init: str = "lin", discretization: str = "zoh",
                  dt_min: float = 1e-3, dt_max: float = 1e-1, mode: str = "conv", output: str = "linear",
                  rngs: nnx.Rngs):
-        check_choice("init", init, ssm.hippo.S4D_INITS)
-        check_choice("discretization", discretization, S4D_DISCRETIZATIONS)
         self.discretization = discretization
         self._init_common(d_model, state_size, dt_min, dt_max, mode, output, rngs)
         Lambda, B = ssm.s4d_init(init, self.state_size)

@@ -32,6 +32,7 @@ from jax.experimental import checkify
 
 from .. import layers
 from ..layers.common import Dense
+from ..layers.options import OptionTypeError
 
 POOLINGS = ("none", "mean", "last")
 NORMS = ("layer", "rms")
@@ -45,9 +46,9 @@ def _norm(kind: str, d_model: int, rngs: nnx.Rngs) -> nnx.Module:
 
 def _check_positive_int(name: str, value) -> None:
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an int; got {value!r} ({type(value).__name__})")
+        raise OptionTypeError(f"{name} must be an int; got {value!r} ({type(value).__name__})")
     if value < 1:
-        raise ValueError(f"{name} must be ≥ 1; got {value!r}")
+        raise ValueError(f"{name} must be a positive int; got {value!r}")
 
 
 def check_token_ids(name: str, ids, vocab_size: int) -> None:

@@ -307,6 +307,13 @@ def test_out_of_range_token_id_in_step_raises_eagerly():
     assert_names(excinfo, "inputs_t", "[0, 4]", "max 5")
 
 
+@pytest.mark.parametrize("state", [None, (), "state"])
+def test_sequence_model_step_refuses_a_missing_state(state):
+    with pytest.raises(ValueError) as excinfo:
+        shared_token_model().step(jnp.asarray([1]), state)
+    assert_names(excinfo, "state", "init_state")
+
+
 def test_under_jit_out_of_range_ids_give_nan_not_another_token():
     model = shared_token_model()
     forward = nnx.jit(lambda m, tokens: m(tokens))

@@ -233,6 +233,10 @@ class SequenceModel(nnx.Module):
     def step(self, inputs_t: jax.Array, state: tuple[Any, ...], *, dtype=jnp.float32):
         """One position: ``inputs[:, t]`` -> ``(outputs[:, t], state)`` (per-step outputs)."""
         self._check_inputs("inputs_t", inputs_t, per_step=True)
+        if not isinstance(state, tuple) or len(state) != len(self.blocks):
+            got = f"a tuple of {len(state)}" if isinstance(state, tuple) else repr(type(state).__name__)
+            raise ValueError(f"state must be the tuple of {len(self.blocks)} layer states returned by "
+                             f"init_state(batch_size) or a previous step; got {got}")
         h = self._embed(inputs_t, dtype)
         new_state = []
         for block, s in zip(self.blocks, state):

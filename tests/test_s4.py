@@ -170,7 +170,7 @@ def test_gradients_reach_ssm_parameters_through_the_state(cls):
 
 
 def check_step_rejects_a_state_without_its_system(model):
-    with pytest.raises(TypeError, match=r"state must be the SSMStepState.*init_state.*got Array"):
+    with pytest.raises(ValueError, match=r"state must have the structure of .*init_state.*SSMStepState"):
         model.step(jnp.ones((2, model.d_model)), model.init_state(2).h)
 
 

@@ -24,12 +24,16 @@ from flax import nnx
 
 from .. import scans
 from .base import Mixer, register
+from .options import POSITIVE
 from .common import Dense, expand_to
 
 
 @register("aaren", example_options={"num_heads": 2})
 class Aaren(Mixer):
     """Multi-head Aaren mixer. State: ``scans.SoftmaxState`` with ``(B, H)``, ``(B, H)``, ``(B, H, head_dim)``."""
+
+    option_choices = {"method": scans.METHODS}
+    option_ranges = {"qk_scale": POSITIVE}
 
     causal = True
 

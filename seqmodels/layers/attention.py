@@ -51,6 +51,7 @@ import numpy as np
 from flax import nnx
 
 from .base import Mixer, register
+from .options import Interval
 from .common import Dense, check_positive_int, masked_softmax
 
 
@@ -104,11 +105,20 @@ def softmax_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array,
     ``q (B, Lq, H, d)``, ``k, v (B, Lk, H, d)``, ``mask`` boolean broadcastable to
     ``(B, H, Lq, Lk)`` (rank 4); logits and softmax in float32 (or wider); returns
     ``(B, Lq, H, d)`` in ``q.dtype``.
+
+    A non-finite key or value reaches exactly the queries whose mask admits it: masked
+    weights are exactly 0, but ``0 · NaN`` is NaN, so non-finite keys and values enter
+    the products as 0 and the queries that admit one are set to NaN afterwards (a NaN at
+    step ``t`` of a causal sequence leaves the outputs before ``t`` intact).
     """
     acc = jnp.promote_types(q.dtype, jnp.float32)
-    logits = jnp.einsum("bqhd,bkhd->bhqk", q, k.astype(q.dtype), preferred_element_type=acc) * scale
+    finite = jnp.all(jnp.isfinite(k), axis=-1) & jnp.all(jnp.isfinite(v), axis=-1)      # (B, Lk, H)
+    k, v = (jnp.where(finite[..., None], a, 0).astype(q.dtype) for a in (k, v))
+    logits = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=acc) * scale
     weights = masked_softmax(logits, mask)
-    out = jnp.einsum("bhqk,bkhd->bqhd", weights.astype(q.dtype), v.astype(q.dtype), preferred_element_type=acc)
+    out = jnp.einsum("bhqk,bkhd->bqhd", weights.astype(q.dtype), v, preferred_element_type=acc)
+    admits_non_finite = jnp.any(mask & ~jnp.moveaxis(finite, 1, 2)[:, :, None, :], axis=-1)  # (B, H, Lq)
+    out = jnp.where(jnp.moveaxis(admits_non_finite, 1, 2)[..., None], jnp.nan, out)
     return out.astype(q.dtype)
 
 
@@ -126,6 +136,8 @@ class Attention(Mixer):
       use_bias: biases in the four projections.
     """
 
+    option_ranges = {"rope_base": Interval(1, open_low=True)}
+
     causal = True
 
     def __init__(self, d_model: int, *, num_heads: int = 4, head_dim: int | None = None, rope: bool = True,
@@ -138,8 +150,6 @@ class Attention(Mixer):
             head_dim = d_model // num_heads
         check_positive_int("head_dim", head_dim, even=rope)
         check_positive_int("max_length", max_length)
-        if not rope_base > 1.0:
-            raise ValueError(f"rope_base must be > 1; got {rope_base!r}")
         self.d_model, self.num_heads, self.head_dim = d_model, num_heads, head_dim
         self.rope, self.rope_base, self.max_length = bool(rope), float(rope_base), max_length
         self.scale = 1.0 / math.sqrt(head_dim)

@@ -9,7 +9,15 @@ Subclasses implement ``forward(x)`` (and, if causal, ``forward_step(x_t, state)`
 ``init_state``); the public ``__call__``/``step`` check the input once here, so every
 mixer rejects a wrong rank, feature size or dtype with the same clear message, and
 return activations in the input dtype (parameters stay float32; scans accumulate in
-float32).
+float32). Also checked here, once for all mixers, before anything compiles:
+
+* constructor options, against the constructor's annotations and the class's
+  ``option_ranges`` / ``option_choices`` (``seqmodels.layers.options``);
+* ``init_state``'s ``batch_size`` (a positive int);
+* ``step``'s ``state``, against the structure, shapes and dtypes ``init_state`` gives
+  for ``x_t``'s batch size (``None`` is refused: a fresh start is ``init_state``).
+
+An input with no elements (length 0, batch 0) gives an empty output of its shape.
 
 Registration::
 
@@ -21,6 +29,7 @@ Registration::
 
 from __future__ import annotations
 
+import functools
 import inspect
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar
@@ -29,6 +38,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 from jaxtyping import Array, Float
+
+from . import options as _options
 
 
 def _check_activation(name: str, x, ndim: int, d_model: int, layout: str) -> None:
@@ -63,7 +74,16 @@ class Mixer(nnx.Module):
     spatial_ndim: ClassVar[int] = 1
     temporal: ClassVar[bool] = False
     supports_sequence_parallel: ClassVar[bool] = True
+    option_ranges: ClassVar[dict[str, _options.Interval]] = {}
+    option_choices: ClassVar[dict[str, tuple]] = {}
     d_model: int
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "__init__" in cls.__dict__:
+            cls.__init__ = _validating_init(cls.__init__)
+        if "init_state" in cls.__dict__:
+            cls.init_state = _validating_init_state(cls.init_state)
 
     @classmethod
     def input_ndim(cls) -> int:
@@ -78,6 +98,8 @@ class Mixer(nnx.Module):
         """Mix ``x`` along its :meth:`layout` axes (``B`` batch, ``*axes`` length, or H, W, or
         T, H, W; ``D`` = ``d_model``); returns the same shape in ``x``'s dtype."""
         _check_activation("x", x, self.input_ndim(), self.d_model, self.layout())
+        if jnp.size(x) == 0:  # length or batch 0: nothing to mix, and no scan to run
+            return jnp.zeros(jnp.shape(x), jnp.result_type(x))
         return self.forward(x).astype(x.dtype)
 
     def step(self, x_t: Float[Array, "B *frame D"], state: Any) -> tuple[Float[Array, "B *frame D"], Any]:
@@ -87,6 +109,7 @@ class Mixer(nnx.Module):
             raise NotImplementedError(f"{type(self).__name__} is not causal and has no recurrent step")
         layout = self.layout().replace("T, " if self.temporal else "length, ", "", 1)
         _check_activation("x_t", x_t, self.input_ndim() - 1, self.d_model, layout)
+        self._check_state(state, x_t)
         y_t, state = self.forward_step(x_t, state)
         return y_t.astype(x_t.dtype), state
 
@@ -94,11 +117,65 @@ class Mixer(nnx.Module):
         """The state before the first step (float32)."""
         raise NotImplementedError(f"{type(self).__name__} is not causal and has no recurrent state")
 
+    def _check_state(self, state, x_t) -> None:
+        """``state`` must have the tree structure, shapes and dtypes of ``init_state(batch)``.
+
+        When ``init_state`` takes more than ``batch_size`` (a spatial shape, a length),
+        those may change the other sizes, so only the batch axes (the axes whose size
+        follows ``batch_size``) are compared exactly, with ranks and dtypes.
+        """
+        owner, batch = type(self).__name__, jnp.shape(x_t)[0]
+        fresh = f"{owner}.init_state(batch_size={batch}) or a previous step"
+        if state is None:
+            raise ValueError(f"state must be the state returned by {fresh}; got None "
+                             "(call init_state for a fresh start)")
+        expected = jax.eval_shape(lambda: self.init_state(batch))
+        leaves, structure = jax.tree.flatten(state)
+        if structure != jax.tree.structure(expected):
+            raise ValueError(f"state must have the structure of {fresh}: {jax.tree.structure(expected)}; "
+                             f"got {structure}")
+        flexible = len(inspect.signature(self.init_state).parameters) > 1
+        if flexible:
+            other = jax.tree.leaves(jax.eval_shape(lambda: self.init_state(batch + 1)))
+        for i, (leaf, want) in enumerate(zip(leaves, jax.tree.leaves(expected))):
+            shape, dtype = jnp.shape(leaf), jnp.result_type(leaf)
+            if flexible:
+                batch_axes = [a for a, (n, m) in enumerate(zip(want.shape, other[i].shape)) if n != m]
+                ok = len(shape) == len(want.shape) and all(shape[a] == want.shape[a] for a in batch_axes)
+            else:
+                ok = shape == want.shape
+            if not ok or dtype != want.dtype:
+                raise ValueError(f"state (leaf {i}) must have shape {want.shape} and dtype {want.dtype} as "
+                                 f"returned by {fresh}; got shape {shape} and dtype {dtype}")
+
     def forward(self, x: jax.Array) -> jax.Array:  # pragma: no cover - abstract
         raise NotImplementedError
 
     def forward_step(self, x_t: jax.Array, state: Any) -> tuple[jax.Array, Any]:  # pragma: no cover
         raise NotImplementedError
+
+
+def _validating_init(init: Callable) -> Callable:
+    """``init`` that first checks its arguments (``options.check_options``) for ``type(self)``."""
+    signature = inspect.signature(init)
+
+    @functools.wraps(init)
+    def checked_init(self, *args, **kwargs):
+        _options.check_options(type(self), init, signature.bind(self, *args, **kwargs))
+        init(self, *args, **kwargs)
+
+    return checked_init
+
+
+def _validating_init_state(init_state: Callable) -> Callable:
+    """``init_state`` that first checks ``batch_size`` (a positive int)."""
+
+    @functools.wraps(init_state)
+    def checked_init_state(self, batch_size, *args, **kwargs):
+        _options.check_batch_size(type(self).__name__, batch_size)
+        return init_state(self, batch_size, *args, **kwargs)
+
+    return checked_init_state
 
 
 @dataclass(frozen=True)
@@ -156,6 +233,4 @@ def build(name: str, d_model: int, *, rngs: nnx.Rngs, **options) -> Mixer:
     if unknown:
         listed = ", ".join(f"{n}={p.default!r}" if p.default is not p.empty else n for n, p in valid.items())
         raise ValueError(f"unknown option(s) {unknown} for mixer {name!r}; valid options: {listed}")
-    if not isinstance(d_model, int) or d_model < 1:
-        raise ValueError(f"d_model must be a positive int; got {d_model!r}")
     return s.cls(d_model, rngs=rngs, **options)

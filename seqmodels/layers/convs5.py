@@ -44,6 +44,7 @@ from jaxtyping import Array, Complex, Float, Inexact
 
 from .. import scans, ssm
 from .base import Mixer, register
+from .options import POSITIVE
 from .common import SSMParam
 from .s5 import DiagonalStateMatrix, as_real_pair, complex_param, truncated_normal
 
@@ -146,6 +147,10 @@ class ConvS5(Mixer):
     ``spatial_shape=(H, W)`` for a state of fixed shape, e.g. as a ``lax.scan`` carry).
     """
 
+    option_choices = {"discretization": ssm.discretize.DIAG_METHODS, "activation": ACTIVATIONS,
+                      "method": scans.METHODS}
+    option_ranges = {"dt_min": POSITIVE, "dt_max": POSITIVE, "step_rescale": POSITIVE}
+
     causal = True
     spatial_ndim = 2
     temporal = True
@@ -155,11 +160,6 @@ class ConvS5(Mixer):
                  dt_max: float = 1e-1, step_rescale: float = 1.0, kernel_b: int = 3, kernel_c: int = 3,
                  kernel_d: int | None = 3, activation: str = "gelu", method: str = "auto",
                  param_dtype=jnp.float32, rngs: nnx.Rngs):
-        if activation not in ACTIVATIONS:
-            raise ValueError(f"activation must be one of {ACTIVATIONS}; got {activation!r}")
-        for name, k in (("kernel_b", kernel_b), ("kernel_c", kernel_c), ("kernel_d", kernel_d)):
-            if not (k is None and name == "kernel_d") and (not isinstance(k, int) or k < 1):
-                raise ValueError(f"{name} must be a positive int; got {k!r}")
         hippo = ssm.s5_hippo_n(state_size, blocks, conj_sym)
         self.d_model, self.state_size, self.conj_sym = d_model, state_size, conj_sym
         self.activation, self.method, self.param_dtype = activation, method, param_dtype

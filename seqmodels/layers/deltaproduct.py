@@ -62,7 +62,8 @@ from .. import scans
 from ..scans.delta import DEFAULT_CHUNK_SIZE, METHODS
 from ..ssm.timescale import log_uniform_log_dt
 from .base import Mixer, register
-from .common import Dense, RMSNorm, ShortConv, check_choice, check_positive_int, expand_to
+from .options import POSITIVE
+from .common import Dense, RMSNorm, ShortConv, check_positive_int, expand_to
 
 L2_EPS = 1e-6  # fla's l2norm: x / sqrt(‖x‖² + eps)
 LINEAR_GAIN = 2 ** -2.5  # fla GatedDeltaProduct._initialize_weights: xavier_uniform(gain=2^-2.5)
@@ -122,6 +123,9 @@ class DeltaProduct(Mixer):
     ``g_proj (d_model, H·Dv)``; ``norm.scale (H·Dv,)``, ``o_proj (H·Dv, d_model)``.
     """
 
+    option_choices = {"method": METHODS}
+    option_ranges = {"norm_eps": POSITIVE}
+
     causal = True
 
     def __init__(self, d_model: int, *, num_heads: int = 4, head_dim: int | None = None, expand_v: int = 1,
@@ -137,13 +141,6 @@ class DeltaProduct(Mixer):
                 raise ValueError(f"d_model={d_model} must be divisible by num_heads={num_heads} (or pass head_dim)")
             head_dim = d_model // num_heads
         check_positive_int("head_dim", head_dim)
-        for name, value in (("allow_neg_eigval", allow_neg_eigval), ("use_forget_gate", use_forget_gate),
-                            ("use_short_conv", use_short_conv), ("use_output_gate", use_output_gate)):
-            if not isinstance(value, bool):
-                raise ValueError(f"{name} must be a bool; got {value!r}")
-        if isinstance(norm_eps, bool) or not isinstance(norm_eps, (int, float)) or not norm_eps > 0:
-            raise ValueError(f"norm_eps must be a positive float; got {norm_eps!r}")
-        check_choice("method", method, METHODS)
 
         self.d_model, self.num_heads, self.n_householder = d_model, num_heads, n_householder
         self.key_dim, self.value_dim = head_dim, head_dim * expand_v

@@ -56,7 +56,8 @@ from flax import nnx
 from .. import scans
 from ..scans.linear_attention import DEFAULT_CHUNK_SIZE
 from .base import Mixer, register
-from .common import Dense, RMSNorm, check_choice, check_positive_int, depthwise_conv1d, expand_to
+from .options import POSITIVE
+from .common import Dense, RMSNorm, check_positive_int, depthwise_conv1d, expand_to
 
 COMBINES = ("quasiseparable", "add")
 
@@ -216,6 +217,9 @@ class Hydra(Mixer):
     ``norm.scale (d_inner,)``, ``out_proj (d_inner, d_model)``.
     """
 
+    option_choices = {"combine": COMBINES, "method": scans.LINEAR_ATTENTION_METHODS}
+    option_ranges = {"dt_min": POSITIVE, "dt_max": POSITIVE, "dt_init_floor": POSITIVE}
+
     causal = False
     directions = 2  # SSD scans per layer (the in-projection holds B, C and dt for each)
 
@@ -224,7 +228,6 @@ class Hydra(Mixer):
                  dt_init_floor: float = 1e-4, bias: bool = False, conv_bias: bool = True,
                  combine: str = "quasiseparable", method: str = "auto", chunk_size: int = DEFAULT_CHUNK_SIZE,
                  rngs: nnx.Rngs):
-        check_choice("combine", combine, COMBINES)
         self.combine = combine
         self._build(d_model, d_state=d_state, d_conv=d_conv, expand=expand, headdim=headdim, ngroups=ngroups,
                     dt_min=dt_min, dt_max=dt_max, dt_init_floor=dt_init_floor, bias=bias, conv_bias=conv_bias,

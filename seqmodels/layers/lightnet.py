@@ -44,6 +44,7 @@ from flax import nnx
 
 from .. import scans
 from .base import Mixer, register
+from .options import POSITIVE
 from .common import Dense, RMSNorm
 from .positional import MdLrpe, MdTpe, grid_positions
 
@@ -131,6 +132,9 @@ class LightNetState(NamedTuple):
 
 class _LightNetBase(Mixer):
     """Projections, positional encodings and the output stage shared by all LightNet forms."""
+
+    option_choices = {"method": scans.LINEAR_ATTENTION_METHODS}
+    option_ranges = {"lrpe_base": POSITIVE, "qk_scale": POSITIVE, "norm_eps": POSITIVE}
 
     def __init__(self, d_model: int, *, num_heads: int = 8, key_dim: int | None = None,
                  gate_low_rank_dim: int = 128, use_lrpe: bool = True, use_tpe: bool = True,

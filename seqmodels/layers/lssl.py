@@ -20,7 +20,11 @@ speed), which is also state-spaces/s4's ``Platypus`` with one ``A`` and per-feat
 
 * ``mode="conv"`` (default): the Krylov kernel ``[B̄, ĀB̄, …, Ā^{L-1}B̄]`` by repeated
   squaring (``ssm.krylov_kernel``, ``O(N³ log L + N² L)`` per channel) for the call's
-  length, then ``scans.fft_conv``;
+  length, then ``scans.fft_conv``.
+  The FFT also spreads a NaN or inf at one step to every output of the sequence,
+  earlier ones included (each output is a sum over all frequencies, each of which
+  sums over all steps): to keep non-finite inputs isolated, use ``mode="scan"`` or
+  ``step``, whose outputs before the step stay finite;
 * ``mode="scan"``: ``scans.matrix_scan`` of the dense recurrence;
 * ``step``: one token of it, ``O(N²)`` per channel. The ``O(N³)`` discretization is
   done once, by ``init_state``: the state is an ``s4.SSMStepState(h, system)`` that
@@ -54,7 +58,8 @@ from jaxtyping import Array, Float
 
 from .. import scans, ssm
 from .base import Mixer, register
-from .common import SSMOutput, SSMParam, check_choice, check_positive_int, expand_to
+from .common import SSM_OUTPUTS, SSMOutput, SSMParam, check_positive_int, expand_to
+from .options import POSITIVE
 from .s4 import SSMStepState
 
 MODES = ("conv", "scan")
@@ -95,6 +100,10 @@ class LSSL(Mixer):
     a new state after ``A``, ``B`` or ``Δ`` change.
     """
 
+    option_choices = {"measure": ssm.hippo.MEASURES, "discretization": DISCRETIZATIONS, "mode": MODES,
+                      "output": SSM_OUTPUTS}
+    option_ranges = {"dt_min": POSITIVE, "dt_max": POSITIVE}
+
     causal = True
 
     def __init__(self, d_model: int, *, state_size: int = 64, measure: str = "legs", channels: int = 1,
@@ -104,9 +113,6 @@ class LSSL(Mixer):
         self.d_model = d_model
         self.state_size = check_positive_int("state_size", state_size)
         self.channels = check_positive_int("channels", channels)
-        check_choice("measure", measure, ssm.hippo.MEASURES)
-        check_choice("discretization", discretization, DISCRETIZATIONS)
-        check_choice("mode", mode, MODES)
         self.measure, self.discretization, self.mode = measure, discretization, mode
         A, B = ssm.transition(measure, state_size)
         hippo = SSMParam if trainable_A else SSMConstant

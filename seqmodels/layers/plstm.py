@@ -67,6 +67,7 @@ from flax import nnx
 
 from .. import scans
 from .base import Mixer, register
+from .options import POSITIVE
 from .common import Dense, RMSNorm, check_choice, check_positive_int, expand_to
 
 _HIGHEST = jax.lax.Precision.HIGHEST
@@ -242,6 +243,8 @@ class _Heads(nnx.Module):
 class PLSTM(Mixer):
     """Causal 1-D pLSTM. State: ``C`` of shape ``(batch, heads, Dk, Dv, transition_dim)``, float32."""
 
+    option_choices = {"method": scans.METHODS}
+    option_ranges = {"qk_scale": POSITIVE}
     causal = True
 
     def __init__(self, d_model: int, *, num_heads: int = 4, transition_dim: int = 4,
@@ -281,6 +284,8 @@ class PLSTM(Mixer):
 class PLSTM2D(Mixer):
     """2-D pLSTM over images ``(batch, X, Y, d)``, P-mode or D-mode, four orientations."""
 
+    option_choices = {"mode": ("P", "D"), "chirality": ("L", "R"), "method": scans.GRID_METHODS}
+    option_ranges = {"qk_scale": POSITIVE}
     causal = False
     spatial_ndim = 2
 

@@ -129,6 +129,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from .base import Mixer, register
+from .options import NON_NEGATIVE, Interval
 from .common import Dense, expand_to, local_attention, masked_softmax
 
 _NORM_EPS = 1e-12
@@ -319,6 +320,7 @@ class Routing(Mixer):
       deterministic: freeze the centroids (set by ``model.eval()`` / ``model.train()``).
     """
 
+    option_ranges = {"local_heads": NON_NEGATIVE, "commitment": NON_NEGATIVE, "ema_decay": Interval(0, 1)}
     causal = True
     # routing sorts and clusters the whole sequence: no sequence-parallel form
     supports_sequence_parallel = False

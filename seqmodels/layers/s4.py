@@ -20,7 +20,11 @@ Three evaluations of the same map, which agree to rounding (tests/test_s4.py):
 
 * ``mode="conv"`` (default): the kernel ``K_l = C Ā^l B̄`` for the call's length ``L`` is
   computed from the parameters on every call (S4: ``ssm.dplr_kernel``, Cauchy sums +
-  Woodbury; S4D: ``ssm.s4d_kernel``), then ``scans.fft_conv``;
+  Woodbury; S4D: ``ssm.s4d_kernel``), then ``scans.fft_conv``.
+  The FFT also spreads a NaN or inf at one step to every output of the sequence,
+  earlier ones included (each output is a sum over all frequencies, each of which
+  sums over all steps): to keep non-finite inputs isolated, use ``mode="scan"`` or
+  ``step``, whose outputs before the step stay finite;
 * ``mode="scan"``: the discretized recurrence over the sequence (S4: ``scans.matrix_scan``
   over the dense conjugate-doubled ``N × N`` system; S4D: ``scans.linear_scan`` over the
   ``N/2`` complex modes);
@@ -93,7 +97,8 @@ from jaxtyping import Array, Complex, Float, Inexact
 
 from .. import scans, ssm
 from .base import Mixer, register
-from .common import SSMOutput, SSMParam, check_choice, check_positive_int, expand_to
+from .common import SSM_OUTPUTS, SSMOutput, SSMParam, check_positive_int, expand_to
+from .options import POSITIVE
 
 MODES = ("conv", "scan")
 S4_INITS = ("legs", "legt")
@@ -175,12 +180,14 @@ class _ConvSSM(Mixer):
     Subclasses provide ``kernel(L)``, ``discrete_system()``, ``_recur`` and ``_readout``.
     """
 
+    option_choices = {"mode": MODES, "output": SSM_OUTPUTS}
+    option_ranges = {"dt_min": POSITIVE, "dt_max": POSITIVE}
+
     bidirectional: ClassVar[bool] = False
 
     def _init_common(self, d_model, state_size, dt_min, dt_max, mode, output, rngs):
         self.d_model = d_model
         self.state_size = check_positive_int("state_size", state_size, even=True)
-        check_choice("mode", mode, MODES)
         self.mode = mode
         self.directions = 2 if self.bidirectional else 1
         self.log_dt = SSMParam(ssm.log_uniform_log_dt(rngs.params(), (d_model,), dt_min, dt_max))
@@ -268,12 +275,13 @@ class S4(_ConvSSM):
     once per state (``8·H·N²`` bytes for ``Ā``); make a new state after a parameter update.
     """
 
+    option_choices = {"init": S4_INITS}
+
     causal = True
 
     def __init__(self, d_model: int, *, state_size: int = 64, l_max: int = 1024, init: str = "legs",
                  dt_min: float = 1e-3, dt_max: float = 1e-1, mode: str = "conv", output: str = "linear",
                  rngs: nnx.Rngs):
-        check_choice("init", init, S4_INITS)
         self.l_max = check_positive_int("l_max", l_max)
         self._init_common(d_model, state_size, dt_min, dt_max, mode, output, rngs)
         d = ssm.nplr(init, self.state_size, rank=S4_RANKS[init])
@@ -355,13 +363,13 @@ class S4D(_ConvSSM):
     state; make a new state after a parameter update.
     """
 
+    option_choices = {"init": ssm.hippo.S4D_INITS, "discretization": S4D_DISCRETIZATIONS}
+
     causal = True
 
     def __init__(self, d_model: int, *, state_size: int = 64, init: str = "lin", discretization: str = "zoh",
                  dt_min: float = 1e-3, dt_max: float = 1e-1, mode: str = "conv", output: str = "linear",
                  rngs: nnx.Rngs):
-        check_choice("init", init, ssm.hippo.S4D_INITS)
-        check_choice("discretization", discretization, S4D_DISCRETIZATIONS)
         self.discretization = discretization
         self._init_common(d_model, state_size, dt_min, dt_max, mode, output, rngs)
         Lambda, B = ssm.s4d_init(init, self.state_size)

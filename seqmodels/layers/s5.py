@@ -52,6 +52,7 @@ from jaxtyping import Array, Complex, Float, Inexact
 from .. import scans, ssm
 from ..ssm.discretize import DIAG_METHODS
 from .base import Mixer, register
+from .options import POSITIVE
 from .common import Dense, SSMParam, expand_to
 
 ACTIVATIONS = ("gelu", "half_glu1", "half_glu2", "full_glu", "none")
@@ -233,6 +234,9 @@ class S5(Mixer):
     State (``init_state``): ``(batch, P_stored)`` complex64 (for float32 parameters).
     """
 
+    option_choices = {"discretization": DIAG_METHODS, "activation": ACTIVATIONS, "method": scans.METHODS}
+    option_ranges = {"dt_min": POSITIVE, "dt_max": POSITIVE, "step_rescale": POSITIVE}
+
     causal = True
     bidirectional: ClassVar[bool] = False
 
@@ -240,8 +244,6 @@ class S5(Mixer):
                  clip_eigs: bool = False, discretization: str = "zoh", dt_min: float = 1e-3,
                  dt_max: float = 1e-1, step_rescale: float = 1.0, activation: str = "gelu",
                  method: str = "auto", param_dtype=jnp.float32, rngs: nnx.Rngs):
-        if activation not in ACTIVATIONS:
-            raise ValueError(f"activation must be one of {ACTIVATIONS}; got {activation!r}")
         hippo = ssm.s5_hippo_n(state_size, blocks, conj_sym)
         self.d_model, self.state_size, self.conj_sym = d_model, state_size, conj_sym
         self.activation, self.method, self.param_dtype = activation, method, param_dtype

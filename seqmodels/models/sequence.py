@@ -7,20 +7,32 @@
 
 Causal mixers also run token by token: ``init_state`` / ``step`` give the same
 outputs as the parallel forward, which ``generate`` uses for greedy or sampled decoding.
+
+**Token ids** must lie in ``[0, vocab_size)``. Concrete ids (outside ``jit``) are
+checked eagerly: an id out of range raises ``ValueError`` naming ``inputs``, the valid
+range and the offending minimum and maximum. Under ``jit`` the ids are tracers and a
+check cannot raise cheaply, so an out-of-range id (negative ones included) gives NaN
+embeddings, hence NaN outputs from its position on and a NaN loss, never the
+embedding of another id. To raise under ``jit`` instead, run the computation through
+:func:`checked` (``jax.experimental.checkify``)::
+
+    logits = checked(lambda model, tokens: model(tokens))(model, tokens)   # ValueError if out of range
 """
 
 from __future__ import annotations
 
 import functools
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from jax.experimental import checkify
 
 from .. import layers
 from ..layers.common import Dense
+from ..layers.options import OptionTypeError
 
 POOLINGS = ("none", "mean", "last")
 NORMS = ("layer", "rms")
@@ -30,6 +42,55 @@ def _norm(kind: str, d_model: int, rngs: nnx.Rngs) -> nnx.Module:
     if kind == "layer":
         return nnx.LayerNorm(d_model, rngs=rngs)
     return nnx.RMSNorm(d_model, rngs=rngs)
+
+
+def _check_positive_int(name: str, value) -> None:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise OptionTypeError(f"{name} must be an int; got {value!r} ({type(value).__name__})")
+    if value < 1:
+        raise ValueError(f"{name} must be a positive int; got {value!r}")
+
+
+def check_token_ids(name: str, ids, vocab_size: int) -> None:
+    """Token ids must lie in ``[0, vocab_size)``.
+
+    Concrete ids raise ``ValueError`` naming ``name``, the range and the offending
+    minimum and maximum. Traced ids (under ``jit``) are checked by
+    ``checkify.debug_check``, which raises only inside :func:`checked` and is free
+    elsewhere.
+    """
+    expected = f"token ids in [0, {vocab_size - 1}] (vocab_size={vocab_size})"
+    try:
+        concrete = np.asarray(ids)
+    except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
+        checkify.debug_check(jnp.all((ids >= 0) & (ids < vocab_size)),
+                             f"{name} must be {expected}; got min {{low}} and max {{high}}",
+                             low=jnp.min(ids) if ids.size else 0, high=jnp.max(ids) if ids.size else 0)
+        return
+    if concrete.size and (concrete.min() < 0 or concrete.max() >= vocab_size):
+        raise ValueError(f"{name} must be {expected}; got min {concrete.min()} and max {concrete.max()}")
+
+
+def checked(fn: Callable) -> Callable:
+    """``fn`` compiled with ``jax.jit`` under ``checkify``, raising its failed checks.
+
+    The model's checks that cannot raise on traced values (token ids out of
+    ``[0, vocab_size)``) raise ``ValueError`` here, with the message an eager call
+    gives; without ``checked`` they cost nothing and out-of-range ids give NaN. ``fn``'s
+    arguments may be arrays and ``nnx`` modules (which are pytrees); it must return
+    arrays (a module it mutates is not written back).
+    """
+    compiled = jax.jit(checkify.checkify(fn, errors=checkify.user_checks))
+
+    @functools.wraps(fn)
+    def run(*args, **kwargs):
+        error, out = compiled(*args, **kwargs)
+        message = error.get()
+        if message is not None:
+            raise ValueError(message)
+        return out
+
+    return run
 
 
 def per_layer_options(mixer_options: dict | None, layer_options: Sequence[dict] | None,
@@ -100,6 +161,10 @@ class SequenceModel(nnx.Module):
                  pooling: str = "none", dropout: float = 0.0, mixer_options: dict | None = None,
                  layer_options: Sequence[dict] | None = None, mlp_ratio: int = 4, norm: str = "layer",
                  rngs: nnx.Rngs):
+        for name, value in (("d_model", d_model), ("n_layers", n_layers), ("output_dim", output_dim),
+                            ("vocab_size", vocab_size), ("input_dim", input_dim), ("mlp_ratio", mlp_ratio)):
+            if value is not None:
+                _check_positive_int(name, value)
         if (vocab_size is None) == (input_dim is None):
             raise ValueError(f"give exactly one of vocab_size (token ids) or input_dim (features); "
                              f"got vocab_size={vocab_size}, input_dim={input_dim}")
@@ -129,6 +194,7 @@ class SequenceModel(nnx.Module):
             if not ok:
                 raise ValueError(f"{name} must be integer token ids of rank {ndim - 1}; "
                                  f"got dtype {jnp.result_type(inputs)} and shape {jnp.shape(inputs)}")
+            check_token_ids(name, inputs, self.vocab_size)
         else:
             ok = jnp.ndim(inputs) == ndim and jnp.shape(inputs)[-1] == self.input_dim
             if not ok or not jnp.issubdtype(jnp.result_type(inputs), jnp.floating):
@@ -137,8 +203,9 @@ class SequenceModel(nnx.Module):
                                  f"and shape {jnp.shape(inputs)}")
 
     def _embed(self, inputs, dtype):
-        if self.vocab_size is not None:
-            return self.embed(inputs).astype(dtype)
+        if self.vocab_size is not None:  # out-of-range ids (possible only under jit) embed as NaN
+            in_range = (inputs >= 0) & (inputs < self.vocab_size)
+            return jnp.where(in_range[..., None], self.embed(inputs), jnp.nan).astype(dtype)
         return self.embed(inputs.astype(dtype))
 
     def __call__(self, inputs: jax.Array, *, dtype=jnp.float32) -> jax.Array:
@@ -166,6 +233,10 @@ class SequenceModel(nnx.Module):
     def step(self, inputs_t: jax.Array, state: tuple[Any, ...], *, dtype=jnp.float32):
         """One position: ``inputs[:, t]`` -> ``(outputs[:, t], state)`` (per-step outputs)."""
         self._check_inputs("inputs_t", inputs_t, per_step=True)
+        if not isinstance(state, tuple) or len(state) != len(self.blocks):
+            got = f"a tuple of {len(state)}" if isinstance(state, tuple) else repr(type(state).__name__)
+            raise ValueError(f"state must be the tuple of {len(self.blocks)} layer states returned by "
+                             f"init_state(batch_size) or a previous step; got {got}")
         h = self._embed(inputs_t, dtype)
         new_state = []
         for block, s in zip(self.blocks, state):

@@ -15,10 +15,13 @@ token, ``K`` kernel length, ``X`` / ``Y`` grid sides, ``*S`` / ``*heads`` any fu
 axes, ``...`` any axes (broadcastable where the docstring says so).
 """
 
+from ._checks import METHODS as METHODS
 from .conv import fft_conv as fft_conv
 from .delta import delta_rule as _delta_rule
+from .grid import GRID_METHODS as GRID_METHODS
 from .grid import grid_scan as grid_scan
 from .linear import linear_scan as _linear_scan
+from .linear_attention import METHODS as LINEAR_ATTENTION_METHODS
 from .linear_attention import linear_attention as _linear_attention
 from .matrix import matrix_scan as _matrix_scan
 from .parallel import sequence_parallel as sequence_parallel

@@ -80,6 +80,20 @@ def accumulation_dtype(*arrays):
     return jnp.promote_types(dtype, jnp.float32)
 
 
+def output_dtype(*arrays, state=None):
+    """The dtype of a scan's outputs: its inputs' dtype, made complex by a complex initial ``state``.
+
+    A complex state with real coefficients evolves in the complex numbers (its real and
+    imaginary parts follow the same real recurrence), so its imaginary part must not be
+    dropped; a real state never widens the outputs (a float32 carry keeps a bfloat16
+    stream bfloat16).
+    """
+    dtype = jnp.result_type(*arrays)
+    if state is not None and jnp.issubdtype(jnp.result_type(state), jnp.complexfloating):
+        return jnp.promote_types(dtype, jnp.complex64)
+    return dtype
+
+
 def check_min_ndim(name: str, x, ndim: int, layout: str = "") -> None:
     if jnp.ndim(x) < ndim:
         hint = f" {layout}" if layout else ""

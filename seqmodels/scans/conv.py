@@ -39,6 +39,8 @@ def fft_conv(u: Inexact[Array, "B L ..."], kernel: Inexact[Array, "K ..."] | Ine
       ``y``: ``(B, L, ...)`` (trailing axes broadcast), in ``u``'s dtype promoted with
       ``kernel``'s; the FFTs run in float32 or wider.
     """
+    if not isinstance(causal, (bool, np.bool_)):
+        raise TypeError(f"causal must be a bool (True or False); got {causal!r} ({type(causal).__name__})")
     _checks.check_floating("u", u, allow_complex=True)
     _checks.check_floating("kernel", kernel, allow_complex=True)
     _checks.check_min_ndim("u", u, 2, "(batch, length, ...)")

@@ -39,9 +39,11 @@ def linear_scan(a: Inexact[Array, "..."], b: Inexact[Array, "B L *S"], h0: Inexa
       chunk_size: chunk length for ``"chunked"`` (default 64); need not divide L.
 
     Returns:
-      ``(h, h_last)``: all states ``(B, L, ...)`` in ``b``'s dtype (promoted with ``a``'s),
-      and the state after the last step processed in the accumulation dtype (float32 or
-      wider), so that a bfloat16 stream carries an unrounded state from call to call.
+      ``(h, h_last)``: all states ``(B, L, ...)`` in ``b``'s dtype (promoted with ``a``'s,
+      and complex if ``h0`` is: a complex ``h0`` with real ``a``, ``b`` runs in the complex
+      numbers), and the state after the last step processed in the accumulation dtype
+      (float32 or wider), so that a bfloat16 stream carries an unrounded state from call
+      to call. With ``L = 0``: empty states and ``h0`` (zeros if None) as the final state.
     """
     _checks.check_floating("b", b, allow_complex=True)
     _checks.check_floating("a", a, allow_complex=True)
@@ -51,13 +53,14 @@ def linear_scan(a: Inexact[Array, "..."], b: Inexact[Array, "B L *S"], h0: Inexa
     state_shape = (b.shape[0],) + b.shape[2:]
     if h0 is not None:
         _checks.check_shape("h0", h0, state_shape)
+        _checks.check_floating("h0", h0, allow_complex=True)
     if reset is not None:
         _checks.check_shape("reset", reset, b.shape[:2])
         _checks.check_bool("reset", reset)
     _checks.check_method(method, _checks.METHODS)
     _checks.check_chunk_size(chunk_size)
-    out_dtype = jnp.result_type(a, b)
-    acc = _checks.accumulation_dtype(a, b)
+    out_dtype = _checks.output_dtype(a, b, state=h0)
+    acc = _checks.accumulation_dtype(out_dtype)
 
     # a gets b's rank; a time axis of size 1 means a time-invariant decay.
     a = jnp.asarray(a, acc)
@@ -67,6 +70,8 @@ def linear_scan(a: Inexact[Array, "..."], b: Inexact[Array, "B L *S"], h0: Inexa
     if reset is not None:
         keep = jnp.logical_not(reset).reshape(reset.shape + (1,) * (b.ndim - 2))
         a = a * keep.astype(acc)
+    if b.shape[1] == 0:  # no steps: no outputs, and the state is the initial one
+        return jnp.zeros(b.shape, out_dtype), h0
     if reverse:
         a, b = jnp.flip(a, 1), jnp.flip(b, 1)
 

@@ -49,9 +49,11 @@ def matrix_scan(A: Inexact[Array, "... N N"], b: Inexact[Array, "B L *S N"],
       chunk_size: chunk length for ``"chunked"`` (default 64); need not divide L.
 
     Returns:
-      ``(h, h_last)``: all states ``(B, L, ..., N)`` in ``b``'s dtype (promoted with ``A``'s),
-      and the state after the last step processed in the accumulation dtype (float32 or
-      wider), so that a bfloat16 stream carries an unrounded state from call to call.
+      ``(h, h_last)``: all states ``(B, L, ..., N)`` in ``b``'s dtype (promoted with ``A``'s,
+      and complex if ``h0`` is: a complex ``h0`` with real ``A``, ``b`` runs in the complex
+      numbers), and the state after the last step processed in the accumulation dtype
+      (float32 or wider), so that a bfloat16 stream carries an unrounded state from call
+      to call. With ``L = 0``: empty states and ``h0`` (zeros if None) as the final state.
     """
     _checks.check_floating("b", b, allow_complex=True)
     _checks.check_floating("A", A, allow_complex=True)
@@ -65,14 +67,16 @@ def matrix_scan(A: Inexact[Array, "... N N"], b: Inexact[Array, "B L *S N"],
         _checks.check_floating("h0", h0, allow_complex=True)
     _checks.check_method(method, _checks.METHODS)
     _checks.check_chunk_size(chunk_size)
-    out_dtype = jnp.result_type(A, b)
-    acc = _checks.accumulation_dtype(A, b)
+    out_dtype = _checks.output_dtype(A, b, state=h0)
+    acc = _checks.accumulation_dtype(out_dtype)
 
     # A gets b's rank + 1; a time axis of size 1 means a time-invariant transition.
     A = jnp.asarray(A, acc)
     A = A.reshape((1,) * (b.ndim + 1 - A.ndim) + A.shape)
     b = jnp.asarray(b, acc)
     h0 = jnp.zeros(state_shape, acc) if h0 is None else jnp.asarray(h0, acc)
+    if b.shape[1] == 0:  # no steps: no outputs, and the state is the initial one
+        return jnp.zeros(b.shape, out_dtype), h0
     if reverse:
         A, b = jnp.flip(A, 1), jnp.flip(b, 1)
 

@@ -98,7 +98,7 @@ def softmax_scan(scores: Float[Array, "B L *heads"], v: Float[Array, "B L *heads
 
     method = resolve_method(
         "softmax_scan", method, scores.shape, state_history_bytes=x.size * x.dtype.itemsize
-    )
+    ) if L else "sequential"  # L = 0: the sequential scan returns the state unchanged
     if method == "sequential":
         (m, z), z_all = _sequential(s, x, carry)
     elif method == "associative":

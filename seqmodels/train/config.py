@@ -23,6 +23,7 @@ import dataclasses
 import functools
 import importlib.util
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -447,6 +448,27 @@ def _at_least(key: str, value, low) -> None:
         raise ConfigError(f"{key} must be ≥ {low}; got {value!r}")
 
 
+def _finite_in(key: str, value, low: float, high: float = math.inf, *, open_low: bool = False,
+               open_high: bool = False) -> None:
+    """``value`` must be a finite real number in the given interval (a NaN fails every comparison)."""
+    above = value > low if open_low else value >= low
+    below = value < high if open_high else value <= high
+    if isinstance(value, bool) or not math.isfinite(value) or not (above and below):
+        interval = f"{'(' if open_low else '['}{low}, {high}{')' if open_high else ']'}"
+        raise ConfigError(f"{key} must be a finite number in {interval}; got {value!r}")
+
+
+def _check_optimizer(opt: OptimizerConfig) -> None:
+    _finite_in("optimizer.learning_rate", opt.learning_rate, 0, open_low=True)
+    _finite_in("optimizer.eps", opt.eps, 0, open_low=True)
+    for key in ("ssm_learning_rate", "weight_decay", "clip_norm", "end_lr_ratio"):
+        _finite_in(f"optimizer.{key}", getattr(opt, key), 0)
+    for key in ("b1", "b2"):
+        _finite_in(f"optimizer.{key}", getattr(opt, key), 0, 1, open_high=True)
+    _at_least("optimizer.accumulation_steps", opt.accumulation_steps, 1)
+    _at_least("optimizer.warmup_steps", opt.warmup_steps, 0)
+
+
 def validate(config: Config) -> Config:
     """Reject an invalid config before any compute (names, options, ranges); returns it
     with task options typed by the task's fields (e.g. JSON lists as tuples)."""
@@ -498,10 +520,7 @@ def validate(config: Config) -> Config:
         _at_least(f"train.{key}", getattr(train, key), 1)
     for key in ("seed", "log_every", "eval_every", "checkpoint_every"):
         _at_least(f"train.{key}", getattr(train, key), 0)
-    _at_least("optimizer.accumulation_steps", opt.accumulation_steps, 1)
-    _at_least("optimizer.warmup_steps", opt.warmup_steps, 0)
-    for key in ("learning_rate", "ssm_learning_rate", "weight_decay", "clip_norm", "end_lr_ratio"):
-        _at_least(f"optimizer.{key}", getattr(opt, key), 0)
+    _check_optimizer(opt)
     if train.batch_size % opt.accumulation_steps:
         raise ConfigError(f"train.batch_size={train.batch_size} must be divisible by "
                           f"optimizer.accumulation_steps={opt.accumulation_steps}")

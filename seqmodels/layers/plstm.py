@@ -68,7 +68,7 @@ from flax import nnx
 from .. import scans
 from .base import Mixer, register
 from .options import POSITIVE
-from .common import Dense, RMSNorm, check_choice, check_positive_int, expand_to
+from .common import Dense, RMSNorm, check_positive_int, expand_to
 
 _HIGHEST = jax.lax.Precision.HIGHEST
 ORIENTATIONS = 4
@@ -284,7 +284,8 @@ class PLSTM(Mixer):
 class PLSTM2D(Mixer):
     """2-D pLSTM over images ``(batch, X, Y, d)``, P-mode or D-mode, four orientations."""
 
-    option_choices = {"mode": ("P", "D"), "chirality": ("L", "R"), "method": scans.GRID_METHODS}
+    option_choices = {"mode": ("P", "D"), "chirality": ("L", "R"), "pmode_split": PMODE_SPLITS,
+                      "method": scans.GRID_METHODS}
     option_ranges = {"qk_scale": POSITIVE}
     causal = False
     spatial_ndim = 2
@@ -293,9 +294,6 @@ class PLSTM2D(Mixer):
                  chirality: str = "L", pmode_split: str = "upstream", orientation_scale: float = 0.5,
                  source_bias: float = -4.0, mark_bias: float = -4.0, direct_bias: float = -6.0,
                  qk_scale: float | None = None, method: str = "auto", rngs: nnx.Rngs):
-        check_choice("mode", mode, ("P", "D"))
-        check_choice("chirality", chirality, ("L", "R"))
-        check_choice("pmode_split", pmode_split, PMODE_SPLITS)
         self.d_model = d_model
         self.transition_dim = check_positive_int("transition_dim", transition_dim)
         if mode == "P" and pmode_split == "upstream" and transition_dim != 1:

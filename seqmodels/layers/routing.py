@@ -320,6 +320,7 @@ class Routing(Mixer):
       deterministic: freeze the centroids (set by ``model.eval()`` / ``model.train()``).
     """
 
+    option_choices = {"admission": ADMISSIONS}
     option_ranges = {"local_heads": NON_NEGATIVE, "commitment": NON_NEGATIVE, "ema_decay": Interval(0, 1)}
     causal = True
     # routing sorts and clusters the whole sequence: no sequence-parallel form
@@ -338,16 +339,10 @@ class Routing(Mixer):
         local_heads = num_heads // 2 if local_heads is None else local_heads
         if not 0 <= local_heads <= num_heads:
             raise ValueError(f"local_heads must be in [0, num_heads={num_heads}]; got {local_heads}")
-        if window < 1:
-            raise ValueError(f"window must be ≥ 1; got {window}")
-        if num_clusters < 1:
-            raise ValueError(f"num_clusters must be ≥ 1; got {num_clusters}")
         admission = ("content" if self.causal else "paper") if admission is None else admission
         allowed = ADMISSIONS if self.causal else ("paper",)
         if admission not in allowed:
             raise ValueError(f"admission must be one of {allowed} for {type(self).__name__}; got {admission!r}")
-        if not 0.0 <= ema_decay <= 1.0:
-            raise ValueError(f"ema_decay must be in [0, 1]; got {ema_decay}")
         shared_qk = self.causal if shared_qk is None else shared_qk
         self.d_model, self.num_heads, self.head_dim = d_model, num_heads, head_dim
         self.local_heads, self.routing_heads = local_heads, num_heads - local_heads

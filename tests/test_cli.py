@@ -97,7 +97,7 @@ def test_broken_config_json(tmp_path, capsys):
 def test_mixer_option_rejected_by_the_mixer_names_the_key(tmp_path, capsys, value, named):
     argv = ["train", str(QUICKSTART), "--workdir", str(tmp_path / "run"), "--model.mixer_options.num_heads", value]
     assert cli.main(argv) == 2
-    one_error_line(capsys, named, "mixer 'aaren' rejects")
+    one_error_line(capsys, named, "mixer 'deltanet' rejects")
     assert not (tmp_path / "run").exists()  # refused before the workdir or any step
 
 
@@ -138,7 +138,7 @@ def test_eval_reads_the_runs_config_and_names_differing_keys(run_dir, capsys):
     assert cli.main(["eval", "--workdir", str(run_dir), "--train.eval_batches", "2"]) == 0
     capsys.readouterr()
     assert cli.main(["eval", str(QUICKSTART), "--workdir", str(run_dir)]) == 2
-    one_error_line(capsys, "differs from", "model.d_model=64 (the run's: 8)", "train.steps=800 (the run's: 2)")
+    one_error_line(capsys, "differs from", "model.d_model=64 (the run's: 8)", "train.steps=300 (the run's: 2)")
     assert cli.main(["eval", "--workdir", str(run_dir), "--model.n_layers", "3"]) == 2
     one_error_line(capsys, "cannot change the model or task", "model.n_layers=3 (the run's: 1)")
 
@@ -270,8 +270,8 @@ def test_config_summary_is_short_and_names_the_non_default_keys():
     summary = writers.config_summary(load_config(QUICKSTART))
     lines = summary.splitlines()
     assert len(lines) <= 6
-    assert "mixer=aaren" in summary and "mixer_options.num_heads=4" in summary
-    assert "name=selective_copy" in summary and "learning_rate=0.003" in summary and "steps=800" in summary
+    assert "mixer=deltanet" in summary and "mixer_options.num_heads=4" in summary
+    assert "name=selective_copy" in summary and "learning_rate=0.003" in summary and "steps=300" in summary
     assert "weight_decay" not in summary  # at its default
 
 

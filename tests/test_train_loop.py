@@ -21,7 +21,8 @@ from seqmodels.train import (Checkpointer, Config, ModelConfig, NonFiniteLossErr
 from seqmodels.train import cli
 from seqmodels.train.writers import Progress, read_metrics
 
-CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.py"))
+CONFIGS = sorted(p for p in (Path(__file__).resolve().parents[1] / "configs").glob("*.py")
+                 if not p.name.startswith("_"))
 SHRINK = {"model.n_layers": 1, "train.steps": 2, "train.batch_size": 4, "train.log_every": 1,
           "train.checkpoint_every": 0, "train.eval_every": 0, "train.eval_batches": 1}
 

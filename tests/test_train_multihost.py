@@ -79,7 +79,7 @@ def test_two_processes_match_one(tmp_path):
     assert first["processes"] == second["processes"] == 2 and alone["processes"] == 1
     assert first["devices"] == second["devices"] == alone["devices"] == 4 and first["local"] == 2
     # only process 0 logs: one line per step in metrics.jsonl, nothing printed by process 1
-    assert "config:" in first_out and "config:" not in second_out
+    assert "config (" in first_out and "config (" not in second_out
     losses = train_losses(tmp_path / "two_processes")
     assert len(losses) == STEPS
     np.testing.assert_allclose(losses, train_losses(tmp_path / "one_process"), rtol=2e-5)

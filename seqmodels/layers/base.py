@@ -51,6 +51,13 @@ def _check_activation(name: str, x, ndim: int, d_model: int, layout: str) -> Non
         raise ValueError(f"{name} must have a floating dtype (float32, bfloat16, ...); got {jnp.result_type(x)}")
 
 
+def _same_kind_at_least_as_wide(dtype, want) -> bool:
+    """A state leaf may be wider than ``init_state``'s (float64 under x64), not narrower or
+    of another kind (a float32 state for a complex one)."""
+    return jnp.promote_types(dtype, want) == dtype and (
+        jnp.issubdtype(dtype, jnp.complexfloating) == jnp.issubdtype(want, jnp.complexfloating))
+
+
 class Mixer(nnx.Module):
     """Base class of every sequence mixer.
 
@@ -144,7 +151,7 @@ class Mixer(nnx.Module):
                 ok = len(shape) == len(want.shape) and all(shape[a] == want.shape[a] for a in batch_axes)
             else:
                 ok = shape == want.shape
-            if not ok or dtype != want.dtype:
+            if not ok or not _same_kind_at_least_as_wide(dtype, want.dtype):
                 raise ValueError(f"state (leaf {i}) must have shape {want.shape} and dtype {want.dtype} as "
                                  f"returned by {fresh}; got shape {shape} and dtype {dtype}")
 

@@ -56,6 +56,18 @@ def check_floating(name: str, x, *, allow_complex: bool = False) -> None:
         raise ValueError(f"{name} must have {kinds} dtype; got {dtype}")
 
 
+def check_qkv(q, k, v) -> tuple[int, int, int, int, int]:
+    """Floating ``q, k (B, L, H, Dk)`` and ``v (B, L, H, Dv)``; returns ``(B, L, H, Dk, Dv)``."""
+    for name, x in (("q", q), ("k", k), ("v", v)):
+        check_floating(name, x)
+    check_ndim("q", q, 4, "(batch, length, heads, key_dim)")
+    B, L, H, Dk = q.shape
+    check_shape("k", k, (B, L, H, Dk))
+    check_ndim("v", v, 4, "(batch, length, heads, value_dim)")
+    check_shape("v", v, (B, L, H, None))
+    return B, L, H, Dk, v.shape[-1]
+
+
 def check_bool(name: str, x) -> None:
     if jnp.result_type(x) != jnp.bool_:
         raise ValueError(f"{name} must have dtype bool; got {jnp.result_type(x)}")

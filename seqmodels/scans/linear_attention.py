@@ -98,14 +98,7 @@ def linear_attention(q: Float[Array, "B L H Dk"], k: Float[Array, "B L H Dk"], v
       and the state after the last step ``(B, H, Dk, Dv)`` in the accumulation dtype
       (float32 or wider).
     """
-    for name, x in (("q", q), ("k", k), ("v", v)):
-        _checks.check_floating(name, x)
-    _checks.check_ndim("q", q, 4, "(batch, length, heads, key_dim)")
-    B, L, H, Dk = q.shape
-    _checks.check_shape("k", k, (B, L, H, Dk))
-    _checks.check_ndim("v", v, 4, "(batch, length, heads, value_dim)")
-    _checks.check_shape("v", v, (B, L, H, None))
-    Dv = v.shape[-1]
+    B, L, H, Dk, Dv = _checks.check_qkv(q, k, v)
     optional = [x for x in (log_decay, s0) if x is not None]
     if log_decay is not None:
         _checks.check_floating("log_decay", log_decay)

@@ -96,19 +96,15 @@ def plstm_scan(q, k, v, source, transition, mark, direct, initial_state=None, *,
 
 def _check_arguments(q, k, v, source, transition, mark, direct, initial_state):
     """Dtypes and shapes, with errors that name the argument; returns ``(B, L, H, Dk, Dv, N)``."""
-    named = {"q": q, "k": k, "v": v, "source": source, "transition": transition, "mark": mark, "direct": direct}
+    named = {"source": source, "transition": transition, "mark": mark, "direct": direct}
     if initial_state is not None:
         named["initial_state"] = initial_state
     for name, x in named.items():
         _checks.check_floating(name, x)
-    _checks.check_ndim("q", q, 4, "(batch, length, heads, key_dim)")
-    B, L, H, Dk = q.shape
-    _checks.check_shape("k", k, (B, L, H, Dk))
-    _checks.check_ndim("v", v, 4, "(batch, length, heads, value_dim)")
-    _checks.check_shape("v", v, (B, L, H, None))
+    B, L, H, Dk, Dv = _checks.check_qkv(q, k, v)
     _checks.check_ndim("source", source, 4, "(batch, length, heads, transition_dim)")
     _checks.check_shape("source", source, (B, L, H, None))
-    Dv, N = v.shape[-1], source.shape[-1]
+    N = source.shape[-1]
     _checks.check_shape("transition", transition, (B, L, H, N, N))
     _checks.check_shape("mark", mark, (B, L, H, N))
     _checks.check_shape("direct", direct, (B, L, H))

@@ -32,3 +32,30 @@ def assert_close(actual, expected, rtol=None, name="value"):
         err = relative_error(a, e)
         assert np.all(np.isfinite(np.asarray(a))), f"{name}[{i}]: non-finite values"
         assert err <= tol, f"{name}[{i}]: relative error {err:.3g} > {tol:.3g}"
+
+
+def outputs_and_grads(fns, inputs, seed=1):
+    """For each of ``fns``: its outputs and the vjp of one random cotangent w.r.t. every
+    non-None input (one compilation for all)."""
+    present = [i for i, x in enumerate(inputs) if x is not None]
+
+    def with_inputs(fn):
+        def f(*xs):
+            full = list(inputs)
+            for i, x in zip(present, xs):
+                full[i] = x
+            return fn(*full)
+
+        return f
+
+    @jax.jit
+    def run(*xs):
+        results = []
+        for fn in fns:
+            out, vjp = jax.vjp(with_inputs(fn), *xs)
+            keys = jax.random.split(jax.random.key(seed), len(out))
+            ct = tuple(jax.random.normal(key, o.shape, o.dtype) for key, o in zip(keys, out))
+            results.append((out, vjp(ct)))
+        return results
+
+    return run(*(inputs[i] for i in present))

@@ -14,7 +14,7 @@ import pytest
 
 from seqmodels.scans import delta_rule
 from seqmodels.scans import reference as loops
-from helpers import assert_close
+from helpers import assert_close, outputs_and_grads
 
 # The function shadows its module as an attribute of seqmodels.scans.
 delta_module = importlib.import_module("seqmodels.scans.delta")
@@ -44,33 +44,6 @@ def jitted(method=None, chunk_size=16):
     if method is None:
         return jax.jit(loops.delta_rule)
     return jax.jit(functools.partial(delta_rule, method=method, chunk_size=chunk_size))
-
-
-def outputs_and_grads(fns, inputs, seed=1):
-    """For each of ``fns``: its outputs and the vjp of one random cotangent w.r.t. every
-    non-None input (one compilation for all)."""
-    present = [i for i, x in enumerate(inputs) if x is not None]
-
-    def with_inputs(fn):
-        def f(*xs):
-            full = list(inputs)
-            for i, x in zip(present, xs):
-                full[i] = x
-            return fn(*full)
-
-        return f
-
-    @jax.jit
-    def run(*xs):
-        results = []
-        for fn in fns:
-            out, vjp = jax.vjp(with_inputs(fn), *xs)
-            keys = jax.random.split(jax.random.key(seed), len(out))
-            ct = tuple(jax.random.normal(key, o.shape, o.dtype) for key, o in zip(keys, out))
-            results.append((out, vjp(ct)))
-        return results
-
-    return run(*(inputs[i] for i in present))
 
 
 def check_all_methods(inputs, chunk_size, rtol=None):

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from helpers import assert_close
+from helpers import assert_close, outputs_and_grads
 from seqmodels.scans import plstm_scan, reference
 
 # The function shadows its module as an attribute of seqmodels.scans.
@@ -40,30 +40,9 @@ def make_inputs(seed, B, L, H, Dk, Dv, N, dtype=jnp.float32, with_state=True):
 def check_all_methods(inputs, chunk_size, rtol=None, methods=METHODS):
     """Outputs and the vjp of one random cotangent w.r.t. every non-None input, for the
     reference and each method, compiled together (one compilation per case)."""
-    present = [i for i, x in enumerate(inputs) if x is not None]
     fns = [reference.plstm_scan] + [functools.partial(plstm_scan, method=m, chunk_size=chunk_size) for m in methods]
-
-    def with_present(fn):
-        def f(*xs):
-            full = list(inputs)
-            for i, x in zip(present, xs):
-                full[i] = x
-            return fn(*full)
-        return f
-
-    @jax.jit
-    def run(xs, ct):
-        results = []
-        for fn in fns:
-            out, vjp = jax.vjp(with_present(fn), *xs)
-            results.append((out, vjp(ct)))
-        return results
-
-    xs = [inputs[i] for i in present]
-    rng = np.random.default_rng(1)
-    ct = tuple(jnp.asarray(rng.normal(size=o.shape), o.dtype) for o in jax.eval_shape(with_present(fns[0]), *xs))
-    (expected_out, expected_grads), *actual = run(xs, ct)
-    assert float(jnp.max(jnp.abs(expected_out[0]))) > 0 and len(expected_grads) == len(present)
+    (expected_out, expected_grads), *actual = outputs_and_grads(fns, inputs)
+    assert float(jnp.max(jnp.abs(expected_out[0]))) > 0 and len(expected_grads) == sum(x is not None for x in inputs)
     for method, (out, grads) in zip(methods, actual):
         assert_close(out, expected_out, rtol, name=f"{method} (h, C_last)")
         assert_close(grads, expected_grads, rtol, name=f"{method} grads")

@@ -30,6 +30,7 @@ Registration::
 from __future__ import annotations
 
 import functools
+import weakref
 import inspect
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar
@@ -56,6 +57,10 @@ def _same_kind_at_least_as_wide(dtype, want) -> bool:
     of another kind (a float32 state for a complex one)."""
     return jnp.promote_types(dtype, want) == dtype and (
         jnp.issubdtype(dtype, jnp.complexfloating) == jnp.issubdtype(want, jnp.complexfloating))
+
+
+# ``Mixer._expected_state``'s cache: dropped with its mixer.
+_EXPECTED_STATES: "weakref.WeakKeyDictionary[Mixer, dict]" = weakref.WeakKeyDictionary()
 
 
 class Mixer(nnx.Module):
@@ -124,6 +129,18 @@ class Mixer(nnx.Module):
         """The state before the first step (float32)."""
         raise NotImplementedError(f"{type(self).__name__} is not causal and has no recurrent state")
 
+    def _expected_state(self, batch: int):
+        """``init_state(batch)``'s shapes and dtypes, and (for an ``init_state`` with more
+        arguments) the leaves for ``batch + 1``, which tell the batch axes apart. Cached per
+        mixer and batch size, so an eager token loop traces ``init_state`` once, not per step."""
+        per_mixer = _EXPECTED_STATES.setdefault(self, {})
+        if batch not in per_mixer:
+            expected = jax.eval_shape(lambda: self.init_state(batch))
+            flexible = len(inspect.signature(self.init_state).parameters) > 1
+            other = jax.tree.leaves(jax.eval_shape(lambda: self.init_state(batch + 1))) if flexible else None
+            per_mixer[batch] = (expected, other)
+        return per_mixer[batch]
+
     def _check_state(self, state, x_t) -> None:
         """``state`` must have the tree structure, shapes and dtypes of ``init_state(batch)``.
 
@@ -136,14 +153,12 @@ class Mixer(nnx.Module):
         if state is None:
             raise ValueError(f"state must be the state returned by {fresh}; got None "
                              "(call init_state for a fresh start)")
-        expected = jax.eval_shape(lambda: self.init_state(batch))
+        expected, other = self._expected_state(batch)
         leaves, structure = jax.tree.flatten(state)
         if structure != jax.tree.structure(expected):
             raise ValueError(f"state must have the structure of {fresh}: {jax.tree.structure(expected)}; "
                              f"got {structure}")
-        flexible = len(inspect.signature(self.init_state).parameters) > 1
-        if flexible:
-            other = jax.tree.leaves(jax.eval_shape(lambda: self.init_state(batch + 1)))
+        flexible = other is not None
         for i, (leaf, want) in enumerate(zip(leaves, jax.tree.leaves(expected))):
             shape, dtype = jnp.shape(leaf), jnp.result_type(leaf)
             if flexible:

@@ -32,7 +32,6 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from seqmodels.layers import routing as routing_layer
 from seqmodels.train import Config, Experiment, load_state, train_and_evaluate
 from seqmodels.train.config import ModelConfig, OptimizerConfig, TaskConfig, TrainConfig
 
@@ -73,14 +72,7 @@ def reachability(cfg: Config, workdir: str) -> list[float]:
         h = model._embed(inputs, jnp.float32)
         per_layer = []
         for block in model.blocks:
-            mixer = block.mixer
-            x = block.mixer_norm(h)
-            q = mixer.query(x).reshape(x.shape[:-1] + (mixer.num_heads, mixer.head_dim))
-            r = routing_layer._unit(q[:, :, mixer.local_heads:])
-            dots = jnp.einsum("blhd,hkd->blhk", r, mixer.centroids[...])
-            score = jnp.max(dots, -1) if mixer.admission == "content" else jnp.zeros(dots.shape[:-1])
-            cluster = jnp.argmax(dots, -1)
-            positions = routing_layer._best_keys(score, cluster, cluster, mixer.num_clusters, mixer.window)
+            positions = block.mixer.admitted_keys(block.mixer_norm(h))                  # (B, L, H_r, w)
             hit = jnp.any(positions == fact_positions[:, :, None, None], axis=-1)         # (B, L, H_r)
             per_layer.append(jnp.any(hit, axis=-1))
             h = block(h)

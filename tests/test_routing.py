@@ -160,6 +160,25 @@ def test_causal_routing_equals_explicit_mask(admission, shared_qk):
     np.testing.assert_allclose(call(mixer, x), causal_reference(mixer, x), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("admission,shared_qk", [("content", True), ("recency", False)])
+def test_admitted_keys_are_the_rule_of_the_forward_pass(admission, shared_qk):
+    mixer = Routing(D_MODEL, num_heads=NUM_HEADS, local_heads=1, window=4, num_clusters=3, admission=admission,
+                    shared_qk=shared_qk, deterministic=True, rngs=nnx.Rngs(2))
+    x = inputs(23)
+    positions = np.asarray(mixer.admitted_keys(x))
+    assert positions.shape == (x.shape[0], 23, NUM_HEADS - 1, 4) and positions.dtype == np.int32
+    got = np.zeros((x.shape[0], NUM_HEADS - 1, 23, 23), bool)
+    for b, t, h, j in zip(*np.nonzero(positions >= 0)):
+        got[b, h, t, positions[b, t, h, j]] = True
+    q_cluster, _ = assignments(mixer, x)
+    k_cluster, k_score = assignments(mixer, x, "key")
+    expected = best_keys_loop(k_score if admission == "content" else np.zeros_like(k_score), k_cluster,
+                              q_cluster, 4)
+    np.testing.assert_array_equal(got, without_self(expected) if shared_qk else expected)
+    with pytest.raises(ValueError, match="admission 'content' or 'recency'"):
+        Routing(D_MODEL, num_heads=NUM_HEADS, admission="paper", rngs=nnx.Rngs(0)).admitted_keys(x)
+
+
 # -- shared QK, local keys, self ----------------------------------------------------------
 
 def test_local_heads_have_their_own_keys():

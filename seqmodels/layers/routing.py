@@ -423,17 +423,45 @@ class Routing(Mixer):
         if self.admission == "paper":
             out = self._balanced_routing(q, k, v, q_affinity, k_affinity)
         else:
-            score = jnp.max(k_affinity, axis=-1) if self.admission == "content" else jnp.zeros(k_cluster.shape)
-            positions = _best_keys(score, k_cluster, q_cluster, self.num_clusters, self.window)
-            admitted = positions >= 0
-            if self.shared_qk:
-                is_self = positions == jnp.arange(q.shape[1])[None, :, None, None]
-                admitted = _mask_self(admitted, is_self)
+            positions, admitted = self._admitted(q_affinity, k_affinity)
             out = _attend(q, _gather_positions(k, positions), _gather_positions(v, positions), admitted,
                           self.scale)
         clusters = q_cluster if self.shared_qk else jnp.concatenate([q_cluster, k_cluster], axis=1)
         self._commit(vectors, clusters, centroids)
         return out
+
+    def _admitted(self, q_affinity, k_affinity):
+        """Causal prefix admission: ``(positions, admitted)``, both ``(B, L, H_r, window)``."""
+        q_cluster, k_cluster = jnp.argmax(q_affinity, axis=-1), jnp.argmax(k_affinity, axis=-1)
+        score = jnp.max(k_affinity, axis=-1) if self.admission == "content" else jnp.zeros(k_cluster.shape)
+        positions = _best_keys(score, k_cluster, q_cluster, self.num_clusters, self.window)
+        admitted = positions >= 0
+        if self.shared_qk:
+            is_self = positions == jnp.arange(positions.shape[1])[None, :, None, None]
+            admitted = _mask_self(admitted, is_self)
+        return positions, admitted
+
+    def admitted_keys(self, x: jax.Array) -> jax.Array:
+        """Who meets whom: the key positions each routing head admits for each query of ``x``.
+
+        ``(B, L, routing_heads, window)`` int32 positions into ``x``'s sequence, ``-1`` where
+        a slot is empty, under the present centroids (no update). A diagnostic for causal
+        mixers with ``admission="content"`` or ``"recency"``, e.g. the share of questions
+        whose fact a head can reach (``benchmarks/routing_recall.py``, notebook 09).
+        """
+        if not self.causal or self.admission == "paper" or not self.routing_heads:
+            raise ValueError(f"admitted_keys: needs a causal routing mixer with routing heads and admission "
+                             f"'content' or 'recency'; got causal={self.causal}, admission={self.admission!r}, "
+                             f"routing_heads={self.routing_heads}")
+        q, k, _ = self._qkv(x)
+        split = self.local_heads
+        q_hat = _unit(self._routing_projection(self.query, x, q[..., split:, :]))
+        k_hat = q_hat if self.shared_qk else _unit(self._routing_projection(self.key, x, k[..., split:, :]))
+        centroids = jax.lax.stop_gradient(self.centroids[...])
+        q_affinity = jnp.einsum("blhd,hkd->blhk", q_hat, centroids)
+        k_affinity = q_affinity if self.shared_qk else jnp.einsum("blhd,hkd->blhk", k_hat, centroids)
+        positions, admitted = self._admitted(q_affinity, k_affinity)
+        return jnp.where(admitted, positions, -1).astype(jnp.int32)
 
     def _centroids(self, vectors):
         """The centroids of this call; training mode with ``init_from_data``: k-means on the first batch."""

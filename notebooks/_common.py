@@ -27,7 +27,7 @@ if not os.environ.get("DISPLAY") and "MPLBACKEND" not in os.environ:
 
 from flax import nnx  # noqa: E402
 
-from seqmodels.train import Config, train_and_evaluate  # noqa: E402
+from seqmodels.train import Config, train_and_evaluate, train_seeds  # noqa: E402
 from seqmodels.train.writers import read_metrics  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -49,10 +49,33 @@ def run(config: Config, name: str) -> dict:
     return dict(results, seconds=time.perf_counter() - start)
 
 
+SEEDS = [0] if SMOKE else [0, 1, 2]  # claims are reported over 3 seeds; smoke runs check one
+
+
+def run_seeds(config: Config, name: str, seeds=None) -> dict:
+    """``train_seeds(config, RUNS / name, SEEDS)``: per-seed results (with ``"seconds"``) and
+    ``"mean"`` / ``"std"`` over the seeds. Seed ``s``'s run is ``f"{name}/seed_{s}"``."""
+    return train_seeds(config, RUNS / name, SEEDS if seeds is None else seeds)
+
+
+def pm(summary: dict, key: str, digits: int = 3) -> str:
+    """``"mean ± std"`` of metric ``key`` in a ``run_seeds`` summary."""
+    return f"{summary['mean'][key]:.{digits}f} ± {summary['std'][key]:.{digits}f}"
+
+
 def curve(name: str, key: str) -> tuple[list[int], list[float]]:
     """``(steps, values)`` of metric ``key`` (e.g. ``"train/loss"``) logged by run ``name``."""
     lines = [line for line in read_metrics(RUNS / name / "metrics.jsonl") if key in line]
     return [line["step"] for line in lines], [line[key] for line in lines]
+
+
+def seed_curves(name: str, key: str, seeds=None):
+    """``(steps, values)`` of metric ``key`` over the seed runs of ``name``: ``values`` has one
+    row per seed, at the steps every seed logged (plot the mean, shade ± the std)."""
+    import numpy as np
+    per_seed = [dict(zip(*curve(f"{name}/seed_{s}", key))) for s in (SEEDS if seeds is None else seeds)]
+    steps = sorted(set.intersection(*(set(c) for c in per_seed)))
+    return np.asarray(steps), np.asarray([[c[t] for t in steps] for c in per_seed])
 
 
 def savefig(fig, name: str) -> None:

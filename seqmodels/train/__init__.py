@@ -23,6 +23,7 @@ _EXPORTS = {
     "loop": ("Experiment", "NonFiniteLossError", "evaluate_checkpoint", "load_state", "sum_aux_losses",
              "train_and_evaluate"),
     "optim": ("make_optimizer", "param_labels"),
+    "seeds": ("format_summary", "train_seeds"),
 }
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
 __all__ = sorted(_MODULE_OF)

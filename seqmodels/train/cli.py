@@ -1,6 +1,6 @@
 """The ``seqmodels`` command (also ``python -m seqmodels``).
 
-    seqmodels train CONFIG [--workdir DIR] [--print-config] [--section.key VALUE ...]
+    seqmodels train CONFIG [--workdir DIR] [--seeds N] [--print-config] [--section.key VALUE ...]
     seqmodels eval [CONFIG] --workdir DIR [--section.key VALUE ...]
     seqmodels generate --workdir DIR (--prompt TEXT | --prompt-file F) --num-tokens N
                        [--temperature T] [--top-k K] [--seed S]
@@ -65,6 +65,9 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("config", help="a configs/*.py file, its name (e.g. quickstart, paper/s4_scifar), "
                                       "or a saved config.json")
     train.add_argument("--workdir", metavar="DIR", help="run directory (default: runs/<config name>)")
+    train.add_argument("--seeds", type=int, default=None, metavar="N",
+                       help="train N times with seeds 0 … N-1 (runs in DIR/seed_<s>) and print each final "
+                            "metric as mean ± std over the seeds (also written to DIR/seeds.json)")
     train.add_argument("--print-config", action="store_true",
                        help="print the whole config as JSON before training (default: a short summary)")
     train.add_argument("--allow-change", action="append", default=[], metavar="KEY",
@@ -121,7 +124,14 @@ def _train(args, overrides) -> None:
     workdir = Path(args.workdir) if args.workdir else Path("runs") / Path(args.config).stem
     _check_workdir(workdir)
     from .loop import train_and_evaluate
-    train_and_evaluate(config, workdir, print_config=args.print_config, allow_changes=args.allow_change)
+    if args.seeds is None:
+        train_and_evaluate(config, workdir, print_config=args.print_config, allow_changes=args.allow_change)
+        return
+    from .seeds import format_summary, seed_list, train_seeds
+    seeds = seed_list(args.seeds)  # a bad count fails here, before anything compiles
+    summary = train_seeds(config, workdir, seeds, print_config=args.print_config, allow_changes=args.allow_change)
+    print(f"over seeds {', '.join(map(str, seeds))} (mean ± sample std):")
+    print(format_summary(summary, [k for k in summary["mean"] if k != "chance"]))
 
 
 def _describe_differences(keys: list[str], given, run) -> str:

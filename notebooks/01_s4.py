@@ -68,6 +68,7 @@
 
 # %%
 import dataclasses
+import re
 
 import jax
 import jax.numpy as jnp
@@ -75,100 +76,198 @@ import matplotlib.pyplot as plt
 import numpy as np
 from flax import nnx
 
-from _common import RUNS, SMOKE, curve, pick, relative, run, savefig, step_outputs
+import seqmodels.layers as layers
+from _common import RUNS, SEEDS, SMOKE, pick, pm, relative, run_seeds, savefig, seed_curves, step_outputs
+from seqmodels import ssm
 from seqmodels.train import (Config, Experiment, ModelConfig, OptimizerConfig, TaskConfig, TrainConfig,
                              load_state)
 
 NUM_TOKENS = pick(8, 4)
-DELAY = pick(400, 12)
+DELAY = pick(200, 12)
 LAG = DELAY + NUM_TOKENS           # answer t is the input LAG steps earlier
 SEQ_LEN = 2 * NUM_TOKENS + DELAY
-STEPS = pick(1500, 2)
+STEPS = pick(800, 2)
 WIDTH, STATE = pick(32, 8), pick(64, 8)
+SSM_LR = 1e-3                      # the S4 recipe's learning rate for Λ, P, B, Δ
 
-VARIANTS = {                       # label: (mixer, options)
-    "S4 (DPLR LegS)": ("s4", {"init": "legs", "l_max": SEQ_LEN}),
-    "S4D-LegS": ("s4d", {"init": "legs"}),
-    "S4D-Lin": ("s4d", {"init": "lin"}),
-    "S4D random": ("s4d", {"init": "random"}),
+S4_LEGS = {"init": "legs", "l_max": SEQ_LEN}
+VARIANTS = {                       # label: (mixer, options, SSM learning rate)
+    "S4D-LegS": ("s4d", {"init": "legs"}, SSM_LR),
+    "S4 (DPLR LegS)": ("s4", S4_LEGS, SSM_LR),
+    "S4 (DPLR LegS), P = 0": ("s4", dict(S4_LEGS, p_init="zero"), SSM_LR),
+    "S4 (DPLR LegS), SSM lr 3e-3": ("s4", S4_LEGS, 3e-3),
+    "S4 (DPLR LegS), SSM lr 1e-2": ("s4", S4_LEGS, 1e-2),
+    "S4D-Lin": ("s4d", {"init": "lin"}, SSM_LR),
+    "S4D random": ("s4d", {"init": "random"}, SSM_LR),
 }
+SWEEP = ("S4 (DPLR LegS), SSM lr 3e-3", "S4 (DPLR LegS), SSM lr 1e-2")  # same layer, other learning rate
 
 
-def make_config(mixer: str, options: dict) -> Config:
+def make_config(mixer: str, options: dict, ssm_learning_rate: float) -> Config:
     return Config(
         model=ModelConfig(mixer=mixer, d_model=WIDTH, n_layers=1, mlp_ratio=2,
                           mixer_options=dict(state_size=STATE, **options)),
         task=TaskConfig(name="copy_memory",
                         options={"num_tokens": NUM_TOKENS, "num_symbols": 8, "delay": DELAY}),
-        optimizer=OptimizerConfig(learning_rate=3e-3, ssm_learning_rate=1e-3, warmup_steps=pick(50, 1)),
-        train=TrainConfig(steps=STEPS, batch_size=pick(32, 4), log_every=pick(50, 1), eval_batches=pick(8, 1),
+        optimizer=OptimizerConfig(learning_rate=3e-3, ssm_learning_rate=ssm_learning_rate,
+                                  warmup_steps=pick(50, 1)),
+        train=TrainConfig(steps=STEPS, batch_size=pick(32, 4), log_every=pick(25, 1), eval_batches=pick(8, 1),
                           checkpoint_every=STEPS, plot=False),
     )
 
 
 def run_name(label: str) -> str:
-    return "01_s4_" + label.lower().replace(" ", "_").replace("(", "").replace(")", "")
+    return "01_s4_" + re.sub(r"[^a-z0-9]+", "_", label.lower()).strip("_")
 
 
-# smoke mode (CI) runs one S4 and one S4D variant: every code path, half the compiles
+# smoke mode (CI) runs one S4 and one S4D variant, one seed: every code path, few compiles
 CONFIGS = {label: make_config(*spec) for label, spec in VARIANTS.items()
            if not SMOKE or label in ("S4 (DPLR LegS)", "S4D random")}
-print(f"copy_memory: {NUM_TOKENS} symbols, delay {DELAY}, length {SEQ_LEN}; {STEPS} steps per run")
+print(f"copy_memory: {NUM_TOKENS} symbols, delay {DELAY}, length {SEQ_LEN}; {STEPS} steps per run, "
+      f"seeds {SEEDS}")
 
 # %% [markdown]
-# ## Training: the same block, the same recipe, four initializations
-# AdamW, learning rate 3e-3 (1e-3 and no weight decay for the state-space parameters
-# `Λ, P, B, Δ`, the S4 recipe), batch 32, warmup then cosine decay. Chance is 1/8.
+# ## Why LegS's kernel does not oscillate: the eigenvalues of `Λ − PP*`
+# S4 stores LegS as `A = Λ − PP*` in the basis that diagonalizes its normal part
+# (`ssm.nplr`); that is a change of basis by a unitary `W`, so `A` has the eigenvalues of
+# the HiPPO-LegS matrix itself, which is lower-triangular with diagonal `−1, −2, …, −N`:
+# all **real**. A linear system with real eigenvalues has a kernel made of decaying
+# exponentials (times polynomials, `A` being far from normal), with no oscillation; the
+# bilinear rule maps them to real `Ā` eigenvalues in `(−1, 1)`. Setting `P = 0` leaves
+# `A = Λ = −½ + iω_n` (the S4D-LegS spectrum): slowly decaying modes with frequencies
+# `ω_n` up to ~`N²/3`, damped sinusoids that can add up to a bump at any lag.
+# `numpy.linalg.eig` of the `N = 64` DPLR matrix is useless here (the matrix is so
+# non-normal that rounding moves its eigenvalues by tens), so the cell checks the
+# similarity `W (Λ − PP*) W* = A_LegS` instead and shows `eig` only at `N = 16`.
 
 # %%
-results = {}
-for label, config in CONFIGS.items():
-    results[label] = run(config, run_name(label))
+def legs_dplr(N: int):
+    """``(W, A_dplr)``: the unitary ``W = [V, conj V]`` and the conjugate-doubled ``Λ − PP*`` of LegS."""
+    d = ssm.nplr("legs", N)
+    Lambda_f = np.concatenate([d.Lambda, d.Lambda.conj()])
+    P_f = np.concatenate([d.P, d.P.conj()], axis=-1)[0]
+    return np.concatenate([d.V, d.V.conj()], axis=1), np.diag(Lambda_f) - np.outer(P_f, P_f.conj())
 
-for label, r in results.items():
-    print(f"{label:16s} test accuracy {r['test/accuracy']:.3f}  (chance {r['chance']:.3f})  "
-          f"test loss {r['test/loss']:.3f}  {r['seconds']:.0f} s")
 
-# %%
+W, A_dplr = legs_dplr(STATE)
+A_legs, _ = ssm.hippo_legs(STATE)
+print(f"N = {STATE}: max |W (Λ − PP*) W* − A_LegS| = {np.max(np.abs(W @ A_dplr @ W.conj().T - A_legs)):.1e}; "
+      f"A_LegS is lower-triangular: {np.allclose(A_legs, np.tril(A_legs))}, diagonal {np.diag(A_legs)[:3]} … "
+      f"{np.diag(A_legs)[-1]}")
+eig16 = np.linalg.eigvals(legs_dplr(16)[1])
+print(f"N = 16, numpy eig of Λ − PP*: max |Im| = {np.max(np.abs(eig16.imag)):.1e}, "
+      f"Re from {eig16.real.min():.2f} to {eig16.real.max():.2f}")
+
+Lambda_legs = ssm.nplr("legs", STATE).Lambda
 fig, ax = plt.subplots(figsize=(6.5, 3.5))
+ax.scatter(Lambda_legs.real, -Lambda_legs.imag, s=14, label="Λ (S4 with P = 0, S4D-LegS)")
+ax.scatter(np.diag(A_legs), np.zeros(STATE), s=14, marker="x", label="Λ − PP* (S4, LegS): −1 … −N")
+ax.set_yscale("symlog", linthresh=1)
+ax.set(xlabel="Re (decay rate)", ylabel="−Im (frequency), symlog",
+       title=f"continuous-time eigenvalues, N = {STATE} (one of each conjugate pair)")
+ax.legend()
+savefig(fig, "01_s4_eigenvalues")
+
+# %% [markdown]
+# The initial kernels `K̄_l` of the three layers (same seed, so the same `Δ` per channel
+# and the same draw of `C`), for the channels with the smallest, median and largest `Δ`,
+# each scaled to its largest tap. S4 with LegS starts with smooth, one-signed or
+# slowly varying kernels; with `P = 0` it starts like S4D-LegS (which uses zero-order hold
+# instead of the bilinear rule): oscillating at every scale.
+
+# %%
+INITIAL = {"S4 (DPLR LegS)": ("s4", S4_LEGS), "S4 (DPLR LegS), P = 0": ("s4", dict(S4_LEGS, p_init="zero")),
+           "S4D-LegS": ("s4d", {"init": "legs"})}
+fig, axes = plt.subplots(1, 3, figsize=(10, 3), sharey=True)
+for ax, (label, (mixer, options)) in zip(axes, INITIAL.items()):
+    layer = layers.build(mixer, WIDTH, state_size=STATE, rngs=nnx.Rngs(0), **options)
+    K = np.asarray(layer.kernel(SEQ_LEN)[0])                             # (channels, L)
+    order = np.argsort(np.asarray(layer.dt))
+    for h, name in zip(order[[0, WIDTH // 2, -1]], ("smallest Δ", "median Δ", "largest Δ")):
+        ax.plot(K[h] / np.max(np.abs(K[h])), lw=0.9, label=f"{name} ({float(layer.dt[h]):.0e})")
+    ax.axvline(LAG, color="k", ls="--", lw=0.8)
+    ax.set(title=label, xlabel="lag l")
+axes[0].set_ylabel("K̄_l / max |K̄|, at init")
+axes[0].legend(fontsize=7)
+savefig(fig, "01_s4_initial_kernels")
+
+# %% [markdown]
+# ## Training: the same block, the same recipe, every row over 3 seeds
+# AdamW, learning rate 3e-3 (1e-3 and no weight decay for the state-space parameters
+# `Λ, P, B, Δ`, the S4 recipe; the sweep rows raise only that group's rate), batch 32,
+# warmup then cosine decay. Chance is 1/8. Each row is trained with seeds 0, 1, 2 (the
+# seed sets the initialization of the random parts and the data order).
+
+# %%
+results = {label: run_seeds(config, run_name(label)) for label, config in CONFIGS.items()}
+
+print("| layer | SSM learning rate | test accuracy (mean ± std) | per seed | seconds per seed |")
+print("|---|---|---|---|---|")
+for label, summary in results.items():
+    per_seed = ", ".join(f"{r['test/accuracy']:.3f}" for r in summary["runs"])
+    print(f"| {label} | {CONFIGS[label].optimizer.ssm_learning_rate:.0e} | {pm(summary, 'test/accuracy')} | "
+          f"{per_seed} | {summary['mean']['seconds']:.0f} |")
+
+# %%
+fig, (ax, bars) = plt.subplots(1, 2, figsize=(12, 3.8), gridspec_kw={"width_ratios": [3, 2]})
 for label in CONFIGS:
-    steps, acc = curve(run_name(label), "train/accuracy")
-    ax.plot(steps, acc, label=label)
+    steps, acc = seed_curves(run_name(label), "train/accuracy")
+    mean, std = acc.mean(0), acc.std(0, ddof=1) if len(acc) > 1 else np.zeros(acc.shape[1])
+    line, = ax.plot(steps, mean, label=label, ls=":" if label in SWEEP else "-")
+    ax.fill_between(steps, mean - std, mean + std, color=line.get_color(), alpha=0.2)
 ax.axhline(1 / 8, color="gray", ls=":", label="chance")
 ax.set(xlabel="training step", ylabel="train accuracy (recall positions)",
-       title=f"copy memory, delay {DELAY}", ylim=(0, 1.02))
-ax.legend()
+       title=f"copy memory, delay {DELAY}: mean ± std over {len(SEEDS)} seeds", ylim=(0, 1.02))
+ax.legend(fontsize=7)
+labels = list(CONFIGS)
+y = np.arange(len(labels))
+bars.barh(y, [results[label]["mean"]["test/accuracy"] for label in labels],
+          xerr=[results[label]["std"]["test/accuracy"] for label in labels], capsize=3, color="lightsteelblue")
+for i, label in enumerate(labels):
+    bars.scatter([r["test/accuracy"] for r in results[label]["runs"]], [i] * len(results[label]["runs"]),
+                 s=10, color="k", zorder=3)
+bars.axvline(1 / 8, color="gray", ls=":")
+bars.set(yticks=y, yticklabels=labels, xlim=(0, 1.02), xlabel="test accuracy (bar: mean ± std, dots: seeds)")
+bars.invert_yaxis()
 savefig(fig, "01_s4_training")
 
 # %% [markdown]
 # ## What the layers learned: the convolution kernels
-# `K̄_l` per channel of the trained layer (`mixer.kernel(L)`); the copy needs mass at lag
-# `delay + 8` (dashed line).
+# `K̄_l` per channel of the trained layer (seed 0, `mixer.kernel(L)`); the copy needs mass
+# at lag `delay + 8` (dashed line).
 
 
 # %%
-def trained_model(config: Config, name: str):
-    restored = load_state(config, RUNS / name)
-    assert restored is not None, f"no checkpoint for {name}"
+def trained_model(config: Config, name: str, seed: int = SEEDS[0]):
+    config = dataclasses.replace(config, train=dataclasses.replace(config.train, seed=seed))
+    restored = load_state(config, RUNS / name / f"seed_{seed}")
+    assert restored is not None, f"no checkpoint for {name}, seed {seed}"
     _, state = restored
     return nnx.merge(Experiment(config).graphdef, state["params"], state["rest"]), state
 
 
 trained = {label: trained_model(config, run_name(label)) for label, config in CONFIGS.items()}
 
-fig, axes = plt.subplots(1, len(CONFIGS), figsize=(3.2 * len(CONFIGS), 3), sharey=True)
-for ax, (label, (model, _)) in zip(axes, trained.items()):
+columns = min(4, len(CONFIGS))
+rows_ = -(-len(CONFIGS) // columns)
+fig, axes = plt.subplots(rows_, columns, figsize=(3.2 * columns, 2.8 * rows_), sharey=True, squeeze=False)
+for ax in axes.flat[len(CONFIGS):]:
+    ax.set_visible(False)
+for ax, (label, (model, _)) in zip(axes.flat, trained.items()):
     K = np.asarray(model.blocks[0].mixer.kernel(SEQ_LEN)[0])          # (channels, L)
     envelope = np.sqrt(np.mean(K ** 2, axis=0))
     ax.semilogy(np.maximum(envelope, 1e-6))
     ax.axvline(LAG, color="k", ls="--", lw=0.8)
-    ax.set(title=label, xlabel="lag l")
-axes[0].set_ylabel("RMS over channels of K̄_l")
+    ax.set_title(label, fontsize=8)
+    ax.set(xlabel="lag l")
+for ax in axes[:, 0]:
+    ax.set_ylabel("RMS over channels of K̄_l")
 savefig(fig, "01_s4_kernels")
 
 # %% [markdown]
 # ## Convolution view == recurrent view, on the trained layers
-# For each trained layer, the inputs its mixer saw (normed embeddings of test sequences)
+# For each trained layer (seed 0; the learning-rate sweep rows are the same layer and are
+# skipped), the inputs its mixer saw (normed embeddings of test sequences)
 # go through `mode="conv"` (kernel + FFT), `mode="scan"` (the recurrence in
 # `seqmodels.scans`) and `step` (one token at a time, as a `lax.scan`); the table gives the
 # largest differences relative to `max|y|`. The last column runs the whole trained model
@@ -177,6 +276,8 @@ savefig(fig, "01_s4_kernels")
 # %%
 rows = []
 for label, config in CONFIGS.items():
+    if label in SWEEP:
+        continue
     model, state = trained[label]
     batch = Experiment(config).host_batch("test", 0)
     block = model.blocks[0]

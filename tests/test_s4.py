@@ -283,7 +283,8 @@ def test_options_keep_modes_in_agreement(cls, options):
 
 
 @pytest.mark.parametrize("name,option,value", [
-    ("s4", "state_size", 7), ("s4d", "state_size", 0), ("s4", "l_max", 0), ("s4", "init", "lin"), ("s4", "p_init", "legs"), ("s4", "n_ssm", 3), ("s4d", "n_ssm", 0),
+    ("s4", "state_size", 7), ("s4d", "state_size", 0), ("s4", "l_max", 0), ("s4", "init", "lin"),
+    ("s4", "p_init", "legs"), ("s4", "n_ssm", 3), ("s4d", "n_ssm", 0),
     ("s4d", "init", "legt"), ("s4", "mode", "recurrent"), ("s4d", "discretization", "euler"),
     ("s4d_bidirectional", "output", "tanh"), ("s4", "dt_min", 1.0),
 ])

@@ -104,6 +104,42 @@ def test_s4d_kernel_is_the_vandermonde_kernel_of_its_parameters(x64):
     assert relative_error(model.kernel(50), dense) <= 1e-10
 
 
+def test_s4_with_p_zero_is_the_diagonal_s4d_kernel(x64):
+    """``p_init="zero"``: ``P = 0``, so the DPLR kernel is S4D's bilinear Vandermonde kernel of
+    the same ``Λ, B`` (S4D-LegS's) and the ``C`` behind ``C̃``."""
+    model = cast_parameters(S4(H, state_size=N, l_max=128, p_init="zero", rngs=nnx.Rngs(0)), jnp.float64)
+    assert not np.any(np.asarray(model.P[...]))
+    Lambda, B = ssm.s4d_init("legs", N)
+    np.testing.assert_allclose(model.Lambda, np.broadcast_to(Lambda, (H, N // 2)), rtol=1e-6, atol=1e-6)
+    B_model = jax.lax.complex(model.B[..., 0], model.B[..., 1])
+    C = model.discrete_system().C[..., : N // 2]
+    expected = ssm.s4d_kernel(C, B_model, model.Lambda, model.dt[:, None], 128, method="bilinear")
+    assert relative_error(model.kernel(128), expected) <= 1e-10
+    # the default keeps the HiPPO correction: same Λ, B and draw of C, a different kernel
+    hippo = cast_parameters(S4(H, state_size=N, l_max=128, rngs=nnx.Rngs(0)), jnp.float64)
+    assert np.any(np.asarray(hippo.P[...]))
+    assert relative_error(hippo.kernel(128), expected) > 1e-2
+
+
+@pytest.mark.parametrize("cls,shared", [(S4, ("log_A_real", "A_imag", "P", "B")), (S4D, ("log_A_real", "A_imag", "B"))])
+def test_n_ssm_shares_the_state_matrix_across_channels(cls, shared):
+    """``n_ssm=2``: two copies of the SSM parameters, channel ``h`` reads copy ``h mod 2``; the
+    layer is the unshared layer whose channels hold those copies (same ``Δ``, ``C`` draws)."""
+    model = cls(H, state_size=N, n_ssm=2, rngs=nnx.Rngs(0))
+    for name in shared:
+        assert getattr(model, name)[...].shape[0] == 2
+    for name in shared:  # make the two copies differ
+        value = getattr(model, name)[...]
+        getattr(model, name)[...] = value.at[1].multiply(1.5)
+    free = cls(H, state_size=N, rngs=nnx.Rngs(0))
+    for name in shared:
+        getattr(free, name)[...] = jnp.concatenate([getattr(model, name)[...]] * (H // 2))
+    K = model.kernel(64)
+    assert relative_error(K, free.kernel(64)) <= 1e-6
+    np.testing.assert_array_equal(model.Lambda[0], model.Lambda[2])
+    assert not np.allclose(model.Lambda[0], model.Lambda[1])
+
+
 def check_state_carries_the_discrete_system(model, state_width):
     """``init_state`` holds a zero ``h`` and exactly ``discrete_system()`` of the current parameters."""
     state = model.init_state(3)
@@ -234,9 +270,9 @@ def test_initialization():
 
 
 @pytest.mark.parametrize("cls,options", [
-    (S4, {"init": "legt", "output": "glu"}),
+    (S4, {"init": "legt", "output": "glu"}), (S4, {"n_ssm": 1, "p_init": "zero"}),
     (S4D, {"init": "inv"}), (S4D, {"init": "legs", "discretization": "bilinear", "output": "glu"}),
-    (S4D, {"init": "real"}),
+    (S4D, {"init": "real"}), (S4D, {"init": "random", "n_ssm": 2}),
 ])
 def test_options_keep_modes_in_agreement(cls, options):
     x = jax.random.normal(jax.random.PRNGKey(4), (2, 64, H))
@@ -248,6 +284,7 @@ def test_options_keep_modes_in_agreement(cls, options):
 
 @pytest.mark.parametrize("name,option,value", [
     ("s4", "state_size", 7), ("s4d", "state_size", 0), ("s4", "l_max", 0), ("s4", "init", "lin"),
+    ("s4", "p_init", "legs"), ("s4", "n_ssm", 3), ("s4d", "n_ssm", 0),
     ("s4d", "init", "legt"), ("s4", "mode", "recurrent"), ("s4d", "discretization", "euler"),
     ("s4d_bidirectional", "output", "tanh"), ("s4", "dt_min", 1.0),
 ])

@@ -73,6 +73,13 @@ by one (s4's deliberate off-by-one, so ``u_t`` is counted once). Convolution mod
 centred ("same") convolution with the odd kernel ``[flip(K¹[:L-1]), K⁰]``; scan mode adds
 a reverse scan whose outputs are shifted by one step.
 
+**Shared SSMs** (``n_ssm``, state-spaces/s4's option of the same name): ``n_ssm = k``
+keeps ``k`` independent copies of ``(Λ, P, B)`` (S4D: ``(Λ, B)``), channel ``h`` using
+copy ``h mod k`` (s4's ``repeat(..., '(v n)')`` order); ``Δ``, ``C`` and ``D`` stay per
+channel. ``None`` (default) is ``k = H``, every channel its own; the official S4 configs
+use ``n_ssm = 1``. At init every copy is the same HiPPO matrix, so sharing changes only
+how training moves them (and the parameter count).
+
 **Parameters.** ``Λ = -exp(log_A_real) + i·A_imag`` (``Re Λ < 0`` always; the real parts
 of LegT, which are 0, start at ``-1e-4``), ``P`` (S4), ``B`` and ``log_dt``
 (``Δ = exp(log_dt)``, log-uniform in ``[dt_min, dt_max]``) are ``common.SSMParam``: the
@@ -81,7 +88,7 @@ training loop gives them their own learning rate and no weight decay (the S4 rec
 parameters are stored as real pairs ``(..., 2)`` (real, imaginary), float32.
 
 Shapes: ``H = d_model``, ``N = state_size``, ``M = N // 2``, ``R`` = rank of ``P``,
-``dirs`` = 1 (causal) or 2 (bidirectional).
+``dirs`` = 1 (causal) or 2 (bidirectional), ``K = n_ssm`` (``H`` unless set).
 """
 
 from __future__ import annotations
@@ -103,6 +110,8 @@ from .options import POSITIVE
 MODES = ("conv", "scan")
 S4_INITS = ("legs", "legt")
 S4_RANKS = {"legs": 1, "legt": 2}
+# "hippo": the measure's rank correction; "zero": P = 0 at init (A = Λ, still trained).
+S4_P_INITS = ("hippo", "zero")
 S4D_DISCRETIZATIONS = ssm.discretize.DIAG_METHODS
 # LegT has Re Λ = 0; the exp parameterization needs Re Λ < 0.
 MIN_DECAY = 1e-4
@@ -185,18 +194,36 @@ class _ConvSSM(Mixer):
 
     bidirectional: ClassVar[bool] = False
 
-    def _init_common(self, d_model, state_size, dt_min, dt_max, mode, output, rngs):
+    def _init_common(self, d_model, state_size, n_ssm, dt_min, dt_max, mode, output, rngs):
         self.d_model = d_model
+        if n_ssm is not None and d_model % n_ssm:
+            raise ValueError(f"{type(self).__name__}: n_ssm must divide d_model={d_model}; got n_ssm={n_ssm}")
+        self.n_ssm = d_model if n_ssm is None else n_ssm
         self.state_size = check_positive_int("state_size", state_size, even=True)
         self.mode = mode
         self.directions = 2 if self.bidirectional else 1
         self.log_dt = SSMParam(ssm.log_uniform_log_dt(rngs.params(), (d_model,), dt_min, dt_max))
         self.output = SSMOutput(d_model, 1, output=output, rngs=rngs)
 
+    def _tile(self, a: np.ndarray) -> np.ndarray:
+        """An init-time array repeated over the ``n_ssm`` copies: ``(K,) + a.shape``."""
+        return np.broadcast_to(a, (self.n_ssm,) + a.shape)
+
+    def _per_channel(self, x: jax.Array) -> jax.Array:
+        """``(K, ...)`` shared-SSM array -> ``(H, ...)``: channel ``h`` reads copy ``h mod K``."""
+        if self.n_ssm == self.d_model:
+            return x
+        return jnp.tile(x, (self.d_model // self.n_ssm,) + (1,) * (x.ndim - 1))
+
     @property
     def Lambda(self) -> Complex[Array, "H M"]:
-        """Diagonal (part) of the continuous state matrix, ``-exp(log_A_real) + i·A_imag``."""
-        return jax.lax.complex(-jnp.exp(self.log_A_real[...]), self.A_imag[...])
+        """Diagonal (part) of the continuous state matrix per channel, ``-exp(log_A_real) + i·A_imag``."""
+        return self._per_channel(jax.lax.complex(-jnp.exp(self.log_A_real[...]), self.A_imag[...]))
+
+    @property
+    def channel_B(self) -> Complex[Array, "H M"]:
+        """``B`` per channel, complex."""
+        return self._per_channel(_as_complex(self.B[...]))
 
     @property
     def dt(self) -> Float[Array, " H"]:
@@ -263,11 +290,18 @@ class S4(_ConvSSM):
       init: HiPPO measure of ``A``: ``"legs"`` (default, rank 1) or ``"legt"`` (rank 2),
         diagonalized by ``ssm.nplr``. (FouT is not offered: its eigenvalue ``Λ = 0`` makes
         the ``C̃`` conversion and the kernel's ``ω = 1`` node ill-conditioned in float32.)
+      n_ssm: number of independent ``(Λ, P, B)`` copies shared by the channels (a divisor
+        of ``d_model``; None: one per channel). See the module docstring.
+      p_init: ``"hippo"`` (default): ``P`` is the measure's rank correction, so ``Λ - P P^*``
+        is the HiPPO matrix itself (for LegS lower-triangular with diagonal ``-1 … -N``:
+        real eigenvalues, a non-oscillating initial kernel). ``"zero"``: ``P = 0`` at init,
+        so ``A = Λ`` starts as the diagonal normal part (``-½ + iω``, the S4D-LegS
+        spectrum) -- a control that isolates the low-rank term; ``P`` is still trained.
       dt_min, dt_max: range of the log-uniform ``Δ`` init.
       mode: ``"conv"`` (kernel + FFT) or ``"scan"`` (dense recurrence); same outputs.
       output: ``"linear"`` (``Dense(H, H)``) or ``"glu"`` (``Dense(H, 2H)`` + GLU).
 
-    Parameters: ``log_A_real, A_imag (H, M)``, ``P (H, R, M, 2)``, ``B (H, M, 2)``,
+    Parameters: ``log_A_real, A_imag (K, M)``, ``P (K, R, M, 2)``, ``B (K, M, 2)``,
     ``log_dt (H,)`` -- SSMParam; ``C_tilde (dirs, H, M, 2)``, ``output.*`` -- Param.
 
     State (``init_state``): ``SSMStepState(h (batch, H, N) complex64, system)`` where
@@ -275,24 +309,23 @@ class S4(_ConvSSM):
     once per state (``8·H·N²`` bytes for ``Ā``); make a new state after a parameter update.
     """
 
-    option_choices = {"init": S4_INITS}
+    option_choices = {"init": S4_INITS, "p_init": S4_P_INITS}
 
     causal = True
 
     def __init__(self, d_model: int, *, state_size: int = 64, l_max: int = 1024, init: str = "legs",
-                 dt_min: float = 1e-3, dt_max: float = 1e-1, mode: str = "conv", output: str = "linear",
-                 rngs: nnx.Rngs):
+                 p_init: str = "hippo", n_ssm: int | None = None, dt_min: float = 1e-3, dt_max: float = 1e-1,
+                 mode: str = "conv", output: str = "linear", rngs: nnx.Rngs):
         self.l_max = check_positive_int("l_max", l_max)
-        self._init_common(d_model, state_size, dt_min, dt_max, mode, output, rngs)
+        self._init_common(d_model, state_size, n_ssm, dt_min, dt_max, mode, output, rngs)
         d = ssm.nplr(init, self.state_size, rank=S4_RANKS[init])
-        H = d_model
-        tile = lambda a: np.broadcast_to(a, (H,) + a.shape)  # noqa: E731
+        tile = self._tile
         self.log_A_real = SSMParam(jnp.asarray(tile(np.log(np.maximum(-d.Lambda.real, MIN_DECAY))), jnp.float32))
         self.A_imag = SSMParam(jnp.asarray(tile(d.Lambda.imag), jnp.float32))
-        self.P = SSMParam(_as_pair(tile(d.P)))
+        self.P = SSMParam(_as_pair(tile(d.P if p_init == "hippo" else np.zeros_like(d.P))))
         self.B = SSMParam(_as_pair(tile(d.B)))
         # C ~ complex normal, stored as C̃ = C (I - Ā^l_max) (state-spaces/s4 converts the same way).
-        C = _as_complex(_complex_normal(rngs.params(), (self.directions, H, self.state_size // 2)))
+        C = _as_complex(_complex_normal(rngs.params(), (self.directions, d_model, self.state_size // 2)))
         A_bar, _ = self._dense_discretization()
         self.C_tilde = nnx.Param(_as_pair(ssm.dplr_c_tilde(C, A_bar, self.l_max)))
 
@@ -300,9 +333,14 @@ class S4(_ConvSSM):
     def _state_width(self) -> int:
         return self.state_size
 
+    @property
+    def channel_P(self) -> Complex[Array, "H R M"]:
+        """``P`` per channel, complex."""
+        return self._per_channel(_as_complex(self.P[...]))
+
     def _dense_discretization(self):
         """Bilinear ``Ā (H, N, N)``, ``B̄ (H, N)`` of the conjugate-doubled DPLR system."""
-        A, B = ssm.dplr_dense(self.Lambda, _as_complex(self.P[...]), _as_complex(self.B[...]))
+        A, B = ssm.dplr_dense(self.Lambda, self.channel_P, self.channel_B)
         A_bar, B_bar = ssm.discretize_dense(A, B[..., None], self.dt, method="bilinear")
         return A_bar, B_bar[..., 0]
 
@@ -315,7 +353,7 @@ class S4(_ConvSSM):
             A_bar, _ = self._dense_discretization()
             C = ssm.dplr_c_from_c_tilde(C_tilde, A_bar, self.l_max)
             C_tilde, length = ssm.dplr_c_tilde(C, A_bar, L), L
-        K = ssm.dplr_kernel(self.Lambda, _as_complex(self.P[...]), _as_complex(self.B[...]), C_tilde,
+        K = ssm.dplr_kernel(self.Lambda, self.channel_P, self.channel_B, C_tilde,
                             self.dt, length)
         return K[..., :L]
 
@@ -351,11 +389,13 @@ class S4D(_ConvSSM):
       init: ``"lin"`` (S4D-Lin, default: ``Λ_n = -½ - iπn``), ``"inv"`` (S4D-Inv),
         ``"legs"`` (S4D-LegS, with its ``B``), ``"real"`` (S4D-Real) -- ``ssm.s4d_init``.
       discretization: ``"zoh"`` (default) or ``"bilinear"``, used by every mode.
+      n_ssm: number of independent ``(Λ, B)`` copies shared by the channels (a divisor of
+        ``d_model``; None: one per channel). See the module docstring.
       dt_min, dt_max: range of the log-uniform ``Δ`` init.
       mode: ``"conv"`` (Vandermonde kernel + FFT) or ``"scan"`` (``scans.linear_scan``).
       output: ``"linear"`` or ``"glu"``.
 
-    Parameters: ``log_A_real, A_imag (H, M)``, ``B (H, M, 2)``, ``log_dt (H,)`` --
+    Parameters: ``log_A_real, A_imag (K, M)``, ``B (K, M, 2)``, ``log_dt (H,)`` --
     SSMParam; ``C (dirs, H, M, 2)``, ``output.*`` -- Param.
 
     State (``init_state``): ``SSMStepState(h (batch, H, M) complex64, system)``, ``system``
@@ -368,12 +408,12 @@ class S4D(_ConvSSM):
     causal = True
 
     def __init__(self, d_model: int, *, state_size: int = 64, init: str = "lin", discretization: str = "zoh",
-                 dt_min: float = 1e-3, dt_max: float = 1e-1, mode: str = "conv", output: str = "linear",
-                 rngs: nnx.Rngs):
+                 n_ssm: int | None = None, dt_min: float = 1e-3, dt_max: float = 1e-1, mode: str = "conv",
+                 output: str = "linear", rngs: nnx.Rngs):
         self.discretization = discretization
-        self._init_common(d_model, state_size, dt_min, dt_max, mode, output, rngs)
+        self._init_common(d_model, state_size, n_ssm, dt_min, dt_max, mode, output, rngs)
         Lambda, B = ssm.s4d_init(init, self.state_size)
-        tile = lambda a: np.broadcast_to(a, (d_model,) + a.shape)  # noqa: E731
+        tile = self._tile
         self.log_A_real = SSMParam(jnp.asarray(tile(np.log(-Lambda.real)), jnp.float32))
         self.A_imag = SSMParam(jnp.asarray(tile(Lambda.imag), jnp.float32))
         self.B = SSMParam(_as_pair(tile(B)))
@@ -386,12 +426,12 @@ class S4D(_ConvSSM):
     def kernel(self, L: int) -> Float[Array, "dirs H L"]:
         """``K_l = 2·Re Σ_n C_n B̄_n Λ̄_n^l``, ``l < L`` (``ssm.s4d_kernel``)."""
         L = check_positive_int("L", L)
-        return ssm.s4d_kernel(_as_complex(self.C[...]), _as_complex(self.B[...]), self.Lambda,
+        return ssm.s4d_kernel(_as_complex(self.C[...]), self.channel_B, self.Lambda,
                               self.dt[:, None], L, method=self.discretization)
 
     def discrete_system(self) -> DiscreteSSM:
         """Diagonal ``Λ̄, B̄ (H, M)`` and ``C (dirs, H, M)``."""
-        A_bar, B_bar = ssm.discretize_diag(self.Lambda, _as_complex(self.B[...]), self.dt[:, None],
+        A_bar, B_bar = ssm.discretize_diag(self.Lambda, self.channel_B, self.dt[:, None],
                                            method=self.discretization)
         return DiscreteSSM(A_bar, B_bar, _as_complex(self.C[...]))
 

@@ -16,7 +16,8 @@ Known differences from the official S4 models, shared by every S4 config here:
   the default of ``configs/model/layer/s4.yaml``, which ``output="glu"`` matches);
 * pooling: the mean runs over every position, padding included; the official decoder
   averages over the true lengths of the LRA text tasks;
-* ``n_ssm`` (shared SSM kernels) is not an option: every channel has its own.
+* shared SSM kernels: the official configs set ``n_ssm`` (1 or 2); these configs leave the
+  layer's ``n_ssm`` at its default, one ``(Λ, P, B)`` per channel.
 """
 
 from __future__ import annotations

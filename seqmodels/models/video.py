@@ -25,7 +25,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from .. import layers
-from .sequence import MLP, NORMS, _norm, per_layer_options
+from .sequence import EMBED_BIAS_INIT, MLP, NORMS, _norm, per_layer_options
 
 
 class VideoBlock(nnx.Module):
@@ -81,7 +81,8 @@ class VideoModel(nnx.Module):
         self.out_channels = in_channels if out_channels is None else out_channels
         self.n_down = n_down
         widths = [d_model // 2 ** (n_down - i) for i in range(n_down + 1)]  # ..., d_model/2, d_model
-        self.stem = nnx.Conv(in_channels, widths[0], (3, 3), rngs=rngs)
+        # blank frames must not encode to zero latents (see EMBED_BIAS_INIT)
+        self.stem = nnx.Conv(in_channels, widths[0], (3, 3), bias_init=EMBED_BIAS_INIT, rngs=rngs)
         self.down = nnx.List([nnx.Conv(widths[i], widths[i + 1], (3, 3), strides=(2, 2), rngs=rngs)
                               for i in range(n_down)])
         self.blocks = nnx.List([

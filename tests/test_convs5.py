@@ -120,6 +120,22 @@ def test_clip_eigs_is_on_by_default():
     assert bool(jnp.all(jnp.abs(m.discretized()[0]) < 1))
 
 
+@pytest.mark.parametrize("timescale", [1.0, 300 / 16])
+def test_timescale_scales_the_step_range(timescale):
+    """log Δ is uniform in [log(timescale·dt_min), log(timescale·dt_max)] (default: the paper's)."""
+    m = ConvS5(2, state_size=512, dt_min=1e-3, dt_max=1e-1, timescale=timescale, rngs=nnx.Rngs(0))
+    steps = np.asarray(m.A.steps())
+    low, high = timescale * 1e-3, timescale * 1e-1
+    assert steps.min() >= low * (1 - 1e-6) and steps.max() <= high * (1 + 1e-6)
+    assert steps.min() < 1.2 * low and steps.max() > high / 1.2  # 256 draws fill the range
+    assert abs(np.mean(np.log(steps)) - np.log(np.sqrt(low * high))) < 0.3
+
+
+def test_timescale_is_validated():
+    with pytest.raises(ValueError, match="timescale.*0"):
+        ConvS5(2, state_size=4, timescale=0.0, rngs=nnx.Rngs(0))
+
+
 # ----------------------------------------------------------------------------------------
 # VideoModel
 # ----------------------------------------------------------------------------------------

@@ -137,6 +137,15 @@ class ConvS5(Mixer):
       blocks: block-diagonal copies of the HiPPO-N init.
       conj_sym, clip_eigs, discretization, dt_min, dt_max, step_rescale: as in S5
         (``clip_eigs`` defaults to True, as in the paper's long-rollout configs).
+      timescale: multiplies ``dt_min`` and ``dt_max`` at initialization: ``log Δ`` is drawn
+        uniformly in ``[log(timescale·dt_min), log(timescale·dt_max)]``. The default
+        range ``[1e-3, 1e-1]`` is the paper's for training on 300-frame clips; for clips of
+        ``T`` frames use ``timescale = 300 / T`` (16 frames: 18.75, ``Δ ∈ [0.019, 1.9]``),
+        so that the slowest and fastest modes span the same fraction of a training clip
+        (with ``Re Λ = -1/2``, a mode decays by ``e^{-Δ·T/2}`` over a clip). With the
+        paper's range on short clips no mode reaches steady state inside a clip and
+        rollouts past the training length drift (issue 16). ``step_rescale`` instead
+        rescales the learned ``Δ`` at run time (a change of frame rate).
       kernel_b, kernel_c: sizes of the ``B̃`` and ``C̃`` kernels (paper: 3).
       kernel_d: size of the ``D`` kernel (paper: 3); None drops the ``D`` term.
       activation: ``"gelu"`` or ``"none"`` after ``Y + D ∗ U``.
@@ -149,7 +158,7 @@ class ConvS5(Mixer):
 
     option_choices = {"discretization": ssm.discretize.DIAG_METHODS, "activation": ACTIVATIONS,
                       "method": scans.METHODS}
-    option_ranges = {"dt_min": POSITIVE, "dt_max": POSITIVE, "step_rescale": POSITIVE}
+    option_ranges = {"dt_min": POSITIVE, "dt_max": POSITIVE, "timescale": POSITIVE, "step_rescale": POSITIVE}
 
     causal = True
     spatial_ndim = 2
@@ -157,7 +166,7 @@ class ConvS5(Mixer):
 
     def __init__(self, d_model: int, *, state_size: int = 256, blocks: int = 1, conj_sym: bool = True,
                  clip_eigs: bool = True, discretization: str = "zoh", dt_min: float = 1e-3,
-                 dt_max: float = 1e-1, step_rescale: float = 1.0, kernel_b: int = 3, kernel_c: int = 3,
+                 dt_max: float = 1e-1, timescale: float = 1.0, step_rescale: float = 1.0, kernel_b: int = 3, kernel_c: int = 3,
                  kernel_d: int | None = 3, activation: str = "gelu", method: str = "auto",
                  param_dtype=jnp.float32, rngs: nnx.Rngs):
         hippo = ssm.s5_hippo_n(state_size, blocks, conj_sym)
@@ -165,7 +174,8 @@ class ConvS5(Mixer):
         self.activation, self.method, self.param_dtype = activation, method, param_dtype
         self.num_modes = hippo.Lambda.shape[0]
         self.A = DiagonalStateMatrix(hippo.Lambda, clip_eigs=clip_eigs, discretization=discretization,
-                                     dt_min=dt_min, dt_max=dt_max, step_rescale=step_rescale,
+                                     dt_min=timescale * dt_min, dt_max=timescale * dt_max,
+                                     step_rescale=step_rescale,
                                      param_dtype=param_dtype, rngs=rngs)
         U, P = d_model, state_size
         b = truncated_normal(rngs.params(), (kernel_b, kernel_b, U, P), np.sqrt(2.0 / (U * kernel_b**2)))

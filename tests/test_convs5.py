@@ -204,3 +204,73 @@ def test_first_gradient_is_moderate_on_blank_backgrounds(kind):
     grads = nnx.grad(loss)(model)
     norm = float(jnp.sqrt(sum(jnp.sum(g ** 2) for g in jax.tree.leaves(grads))))
     assert np.isfinite(norm) and norm < 1e2, norm
+
+
+# ----------------------------------------------------------------------------------------
+# The official output paths, against hand-written per-frame references
+# ----------------------------------------------------------------------------------------
+
+
+def reference_group_norm(x, groups, scale, bias, eps=1e-6):
+    """GroupNorm of each frame of x (..., H, W, C), written out."""
+    *lead, H, W, C = x.shape
+    g = x.reshape(*lead, H, W, groups, C // groups)
+    mean = g.mean(axis=(-4, -3, -1), keepdims=True)
+    var = ((g - mean) ** 2).mean(axis=(-4, -3, -1), keepdims=True)
+    return ((g - mean) / np.sqrt(var + eps)).reshape(x.shape) * scale + bias
+
+
+def reference_conv(x, kernel, bias=0.0):
+    """'SAME' cross-correlation of every frame of x (B, T, H, W, Cin) with kernel (k, k, Cin, Cout), as loops."""
+    k = kernel.shape[0]
+    p = k // 2
+    xp = np.pad(x, [(0, 0), (0, 0), (p, p), (p, p), (0, 0)])
+    out = np.zeros(x.shape[:-1] + (kernel.shape[-1],))
+    for i in range(k):
+        for j in range(k):
+            out += np.einsum("bthwc,cd->bthwd", xp[:, :, i:i + x.shape[2], j:j + x.shape[3]], kernel[i, j])
+    return out + bias
+
+
+def gelu(x):
+    return np.asarray(jax.nn.gelu(jnp.asarray(x)))
+
+
+@pytest.mark.parametrize("output", ["standard", "resnet"])
+def test_output_paths_equal_hand_written_reference(output):
+    m = ConvS5(4, state_size=8, output=output, groups=2, rngs=nnx.Rngs(0))
+    u = jax.random.normal(jax.random.PRNGKey(3), (2, 5, 4, 3, 4))
+    for norm in (m.output_norm, *(() if m.resnet is None else (m.resnet.norm1, m.resnet.norm2))):
+        if norm is not None:  # non-trivial affine parameters
+            norm = norm.norm
+            norm.scale[...] = 1.0 + 0.1 * jax.random.normal(jax.random.PRNGKey(4), (4,))
+            norm.bias[...] = 0.1 * jax.random.normal(jax.random.PRNGKey(5), (4,))
+    lambda_bar, b_bar, c_tilde = m.discretized()
+    y_ssm, _ = apply_convssm(lambda_bar, b_bar, c_tilde, u)
+    y_ssm, un = np.asarray(y_ssm, np.float64), np.asarray(u, np.float64)
+    par = lambda p: np.asarray(p[...], np.float64)  # noqa: E731
+    if output == "standard":
+        assert m.resnet is None and m.D is not None
+        pre = y_ssm + reference_conv(un, par(m.D))
+        want = gelu(reference_group_norm(pre, 2, par(m.output_norm.norm.scale), par(m.output_norm.norm.bias)))
+    else:
+        r = m.resnet
+        assert m.D is None and m.output_norm is None
+        h = gelu(reference_group_norm(y_ssm, 2, par(r.norm1.norm.scale), par(r.norm1.norm.bias)))
+        h = reference_conv(h, par(r.conv1.kernel), par(r.conv1.bias))
+        h = gelu(reference_group_norm(h, 2, par(r.norm2.norm.scale), par(r.norm2.norm.bias)))
+        h = reference_conv(h, par(r.conv2.kernel), par(r.conv2.bias))
+        want = gelu(y_ssm + h)
+    y = m(u)
+    assert y.shape == u.shape and bool(jnp.all(jnp.isfinite(y)))
+    assert relative_error(y, want) <= 1e-5
+    assert relative_error(scan_steps(m, u)[0], y) <= 1e-5  # per-frame norms: step == parallel
+
+
+def test_output_path_options_are_checked():
+    with pytest.raises(ValueError, match="groups=3 must divide d_model=4"):
+        ConvS5(4, state_size=8, output="standard", groups=3, rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match="kernel_d"):
+        ConvS5(4, state_size=8, output="resnet", kernel_d=None, groups=2, rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match="output"):
+        ConvS5(4, state_size=8, output="glu", rngs=nnx.Rngs(0))

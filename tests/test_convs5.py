@@ -274,3 +274,59 @@ def test_output_path_options_are_checked():
         ConvS5(4, state_size=8, output="resnet", kernel_d=None, groups=2, rngs=nnx.Rngs(0))
     with pytest.raises(ValueError, match="output"):
         ConvS5(4, state_size=8, output="glu", rngs=nnx.Rngs(0))
+
+
+# ----------------------------------------------------------------------------------------
+# VideoModel options: bounded predictions, the official post-norm block
+# ----------------------------------------------------------------------------------------
+
+
+def reference_layer_norm(x, norm):
+    mean = x.mean(-1, keepdims=True)
+    var = ((x - mean) ** 2).mean(-1, keepdims=True)
+    return (x - mean) / np.sqrt(var + 1e-6) * np.asarray(norm.scale[...]) + np.asarray(norm.bias[...])
+
+
+def test_post_norm_block_equals_hand_written_reference():
+    model = VideoModel(in_channels=1, d_model=8, n_layers=1, n_down=1, norm_position="post",
+                       mixer_options={"state_size": 8}, rngs=nnx.Rngs(0))
+    block = model.blocks[0]
+    for norm in (block.mixer_norm, block.mlp_norm):
+        norm.scale[...] = 1.0 + 0.1 * jax.random.normal(jax.random.PRNGKey(6), (8,))
+        norm.bias[...] = 0.1 * jax.random.normal(jax.random.PRNGKey(7), (8,))
+    z = jax.random.normal(jax.random.PRNGKey(8), (2, 5, 4, 4, 8))
+    zn = np.asarray(z, np.float64)
+    z1 = reference_layer_norm(zn + np.asarray(block.mixer(z), np.float64), block.mixer_norm)
+    up, down = block.mlp.up, block.mlp.down
+    hidden = gelu(z1 @ np.asarray(up.kernel[...]) + np.asarray(up.bias[...]))
+    want = reference_layer_norm(z1 + hidden @ np.asarray(down.kernel[...]) + np.asarray(down.bias[...]),
+                                block.mlp_norm)
+    y = block(z)
+    assert y.shape == z.shape and bool(jnp.all(jnp.isfinite(y)))
+    assert relative_error(y, want) <= 1e-5
+    assert model.final_norm is None  # the last block's output is already normalized
+
+
+@pytest.mark.parametrize("output,low,high", [("sigmoid", 0.0, 1.0), ("tanh", -1.0, 1.0)])
+def test_bounded_predictions(output, low, high):
+    model = VideoModel(in_channels=1, d_model=8, n_layers=1, n_down=1, norm_position="post", output=output,
+                       mixer_options={"state_size": 8}, rngs=nnx.Rngs(0))
+    model.head.kernel[...] = 30.0 * model.head.kernel[...]  # logits far outside the bounds
+    frames = 5.0 * jax.random.normal(jax.random.PRNGKey(9), (2, 4, 8, 8, 1))
+    y = nnx.jit(lambda m, x: m(x))(model, frames)
+    assert float(y.min()) >= low and float(y.max()) <= high
+    assert float(y.min()) < low + 0.2 and float(y.max()) > high - 0.2  # the bound is what limits them
+    assert relative_error(rollout(model, frames[:, :2], 3)[:, 0], y[:, 1]) <= 1e-5  # step: same head
+    logits = VideoModel(in_channels=1, d_model=8, n_layers=1, n_down=1, norm_position="post",
+                        mixer_options={"state_size": 8}, rngs=nnx.Rngs(0))
+    logits.head.kernel[...] = model.head.kernel[...]
+    squash = jax.nn.sigmoid if output == "sigmoid" else jnp.tanh
+    assert relative_error(squash(logits(frames)), y) <= 1e-5  # "linear" keeps the old unbounded head
+
+
+def test_bounded_head_fits_the_video_tasks():
+    """The sigmoid head's range covers the frames of the library's next-frame task ([0, 1])."""
+    from seqmodels.tasks import build_task
+    batch = build_task("bouncing_shapes", frames=4, size=8).batch("train", 0, 4, 0)
+    assert batch["inputs"].min() >= 0.0 and batch["inputs"].max() <= 1.0
+    assert batch["targets"].min() >= 0.0 and batch["targets"].max() <= 1.0

@@ -60,7 +60,6 @@ def activate(name: str, y):
     return jax.nn.gelu(y) if name == "gelu" else y
 
 
-
 # ----------------------------------------------------------------------------------------
 # The ConvSSM as pure functions (checked against NVlabs/ConvSSM's apply_convSSM_*)
 # ----------------------------------------------------------------------------------------
@@ -212,9 +211,9 @@ class ConvS5(Mixer):
 
     def __init__(self, d_model: int, *, state_size: int = 256, blocks: int = 1, conj_sym: bool = True,
                  clip_eigs: bool = True, discretization: str = "zoh", dt_min: float = 1e-3,
-                 dt_max: float = 1e-1, timescale: float = 1.0, step_rescale: float = 1.0, kernel_b: int = 3, kernel_c: int = 3,
-                 kernel_d: int | None = 3, activation: str = "gelu", output: str = "plain", groups: int = 32,
-                 method: str = "auto", param_dtype=jnp.float32, rngs: nnx.Rngs):
+                 dt_max: float = 1e-1, timescale: float = 1.0, step_rescale: float = 1.0, kernel_b: int = 3,
+                 kernel_c: int = 3, kernel_d: int | None = 3, activation: str = "gelu", output: str = "plain",
+                 groups: int = 32, method: str = "auto", param_dtype=jnp.float32, rngs: nnx.Rngs):
         if output == "resnet" and kernel_d is None:
             raise ValueError("ConvS5 option kernel_d must be an int with output='resnet' (the size of its "
                              "convolutions); got None")
@@ -239,7 +238,8 @@ class ConvS5(Mixer):
         self.output = output
         self.D = None if kernel_d is None or output == "resnet" else nnx.Param(truncated_normal(
             rngs.params(), (kernel_d, kernel_d, U, U), np.sqrt(1.0 / (U * kernel_d**2))).astype(param_dtype))
-        self.output_norm = (FrameGroupNorm(U, groups, param_dtype=param_dtype, rngs=rngs) if output == "standard" else None)
+        self.output_norm = (FrameGroupNorm(U, groups, param_dtype=param_dtype, rngs=rngs)
+                            if output == "standard" else None)
         self.resnet = (ResNetOutput(U, kernel_d, groups, activation, param_dtype=param_dtype, rngs=rngs)
                        if output == "resnet" else None)
 

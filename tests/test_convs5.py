@@ -236,9 +236,9 @@ def gelu(x):
     return np.asarray(jax.nn.gelu(jnp.asarray(x)))
 
 
-@pytest.mark.parametrize("output", ["standard", "resnet"])
-def test_output_paths_equal_hand_written_reference(output):
-    m = ConvS5(4, state_size=8, output=output, groups=2, rngs=nnx.Rngs(0))
+@pytest.mark.parametrize("output_path", ["standard", "resnet"])
+def test_output_paths_equal_hand_written_reference(output_path):
+    m = ConvS5(4, state_size=8, output_path=output_path, groups=2, rngs=nnx.Rngs(0))
     u = jax.random.normal(jax.random.PRNGKey(3), (2, 5, 4, 3, 4))
     for norm in (m.output_norm, *(() if m.resnet is None else (m.resnet.norm1, m.resnet.norm2))):
         if norm is not None:  # non-trivial affine parameters
@@ -249,7 +249,7 @@ def test_output_paths_equal_hand_written_reference(output):
     y_ssm, _ = apply_convssm(lambda_bar, b_bar, c_tilde, u)
     y_ssm, un = np.asarray(y_ssm, np.float64), np.asarray(u, np.float64)
     par = lambda p: np.asarray(p[...], np.float64)  # noqa: E731
-    if output == "standard":
+    if output_path == "standard":
         assert m.resnet is None and m.D is not None
         pre = y_ssm + reference_conv(un, par(m.D))
         want = gelu(reference_group_norm(pre, 2, par(m.output_norm.norm.scale), par(m.output_norm.norm.bias)))
@@ -269,11 +269,11 @@ def test_output_paths_equal_hand_written_reference(output):
 
 def test_output_path_options_are_checked():
     with pytest.raises(ValueError, match="groups=3 must divide d_model=4"):
-        ConvS5(4, state_size=8, output="standard", groups=3, rngs=nnx.Rngs(0))
+        ConvS5(4, state_size=8, output_path="standard", groups=3, rngs=nnx.Rngs(0))
     with pytest.raises(ValueError, match="kernel_d"):
-        ConvS5(4, state_size=8, output="resnet", kernel_d=None, groups=2, rngs=nnx.Rngs(0))
-    with pytest.raises(ValueError, match="output"):
-        ConvS5(4, state_size=8, output="glu", rngs=nnx.Rngs(0))
+        ConvS5(4, state_size=8, output_path="resnet", kernel_d=None, groups=2, rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match="output_path"):
+        ConvS5(4, state_size=8, output_path="glu", rngs=nnx.Rngs(0))
 
 
 # ----------------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ per frame ``k`` (``∗`` is a 'SAME' cross-correlation over H, W):
 * Because ``Λ̄`` is pointwise, the recurrence over time is ``scans.linear_scan`` with a
   ``(P,)`` decay broadcast over ``(batch, H, W)`` -- parallel over frames; the
   ``step`` form feeds one frame. Both are :func:`apply_convssm`.
-* Output paths (``output``; the official code's ``C_D_config``): ``"plain"``
+* Output paths (``output_path``; the official code's ``C_D_config``): ``"plain"``
   ``act(Y + 𝒟∗U)`` (norms and residuals left to the backbone, ``models.VideoModel``);
   ``"standard"`` ``act(GroupNorm(Y + 𝒟∗U))``; ``"resnet"`` (the Moving-MNIST models)
   a ResNet block on ``Y`` alone, ``act(Y + conv(act(GN(conv(act(GN(Y)))))))`` with two
@@ -52,7 +52,7 @@ from .common import SSMParam
 from .s5 import DiagonalStateMatrix, as_real_pair, complex_param, truncated_normal
 
 ACTIVATIONS = ("gelu", "none")
-OUTPUTS = ("plain", "standard", "resnet")
+OUTPUT_PATHS = ("plain", "standard", "resnet")
 
 
 def activate(name: str, y):
@@ -189,9 +189,9 @@ class ConvS5(Mixer):
         rescales the learned ``Δ`` at run time (a change of frame rate).
       kernel_b, kernel_c: sizes of the ``B̃`` and ``C̃`` kernels (paper: 3).
       kernel_d: size of the ``D`` kernel (paper: 3); None drops the ``D`` term. With
-        ``output="resnet"`` the size of the ResNet block's convolutions (required).
+        ``output_path="resnet"`` the size of the ResNet block's convolutions (required).
       activation: ``"gelu"`` or ``"none"`` (the output path's nonlinearity).
-      output: ``"plain"`` (default), ``"standard"`` or ``"resnet"`` (module docstring).
+      output_path: ``"plain"`` (default), ``"standard"`` or ``"resnet"`` (module docstring).
       groups: GroupNorm groups of the ``"standard"`` and ``"resnet"`` paths (paper: 32);
         must divide ``d_model``.
       method: ``scans.linear_scan`` method; param_dtype: dtype of the real parameters.
@@ -202,7 +202,7 @@ class ConvS5(Mixer):
     """
 
     option_choices = {"discretization": ssm.discretize.DIAG_METHODS, "activation": ACTIVATIONS,
-                      "output": OUTPUTS, "method": scans.METHODS}
+                      "output_path": OUTPUT_PATHS, "method": scans.METHODS}
     option_ranges = {"dt_min": POSITIVE, "dt_max": POSITIVE, "timescale": POSITIVE, "step_rescale": POSITIVE}
 
     causal = True
@@ -212,13 +212,14 @@ class ConvS5(Mixer):
     def __init__(self, d_model: int, *, state_size: int = 256, blocks: int = 1, conj_sym: bool = True,
                  clip_eigs: bool = True, discretization: str = "zoh", dt_min: float = 1e-3,
                  dt_max: float = 1e-1, timescale: float = 1.0, step_rescale: float = 1.0, kernel_b: int = 3,
-                 kernel_c: int = 3, kernel_d: int | None = 3, activation: str = "gelu", output: str = "plain",
+                 kernel_c: int = 3, kernel_d: int | None = 3, activation: str = "gelu",
+                 output_path: str = "plain",
                  groups: int = 32, method: str = "auto", param_dtype=jnp.float32, rngs: nnx.Rngs):
-        if output == "resnet" and kernel_d is None:
-            raise ValueError("ConvS5 option kernel_d must be an int with output='resnet' (the size of its "
+        if output_path == "resnet" and kernel_d is None:
+            raise ValueError("ConvS5 option kernel_d must be an int with output_path='resnet' (the size of its "
                              "convolutions); got None")
-        if output != "plain" and d_model % groups:
-            raise ValueError(f"ConvS5 option groups={groups} must divide d_model={d_model} (output={output!r})")
+        if output_path != "plain" and d_model % groups:
+            raise ValueError(f"ConvS5 option groups={groups} must divide d_model={d_model} (output_path={output_path!r})")
         hippo = ssm.s5_hippo_n(state_size, blocks, conj_sym)
         self.d_model, self.state_size, self.conj_sym = d_model, state_size, conj_sym
         self.activation, self.method, self.param_dtype = activation, method, param_dtype
@@ -235,13 +236,12 @@ class ConvS5(Mixer):
         c = np.asarray(c, np.float64)
         c_tilde = np.einsum("hwpu,pq->hwqu", c[..., 0] + 1j * c[..., 1], hippo.V)
         self.C = nnx.Param(jnp.asarray(as_real_pair(c_tilde), param_dtype))
-        self.output = output
-        self.D = None if kernel_d is None or output == "resnet" else nnx.Param(truncated_normal(
+        self.D = None if kernel_d is None or output_path == "resnet" else nnx.Param(truncated_normal(
             rngs.params(), (kernel_d, kernel_d, U, U), np.sqrt(1.0 / (U * kernel_d**2))).astype(param_dtype))
         self.output_norm = (FrameGroupNorm(U, groups, param_dtype=param_dtype, rngs=rngs)
-                            if output == "standard" else None)
+                            if output_path == "standard" else None)
         self.resnet = (ResNetOutput(U, kernel_d, groups, activation, param_dtype=param_dtype, rngs=rngs)
-                       if output == "resnet" else None)
+                       if output_path == "resnet" else None)
 
     def discretized(self) -> tuple[jax.Array, jax.Array, jax.Array]:
         """``(Λ̄ (P,), B̄ (k_B, k_B, U, P), C̃ (k_C, k_C, P, U))`` at the learned steps."""

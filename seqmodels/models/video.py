@@ -54,18 +54,18 @@ class VideoBlock(nnx.Module):
 
     def _mlp(self, z):
         if self.post:
-            return self.mlp_norm(z + self.mlp(z))
+            return self.mlp_norm(z + self.mlp(z)).astype(z.dtype)
         return z + self.mlp(self.mlp_norm(z))
 
+    def _after_mixer(self, z, y):
+        return self.mixer_norm(z + y).astype(z.dtype) if self.post else z + y
+
     def __call__(self, z):
-        if self.post:
-            return self._mlp(self.mixer_norm(z + self.mixer(z)))
-        return self._mlp(z + self.mixer(self.mixer_norm(z)))
+        return self._mlp(self._after_mixer(z, self.mixer(z if self.post else self.mixer_norm(z))))
 
     def step(self, z_t, state):
         y_t, state = self.mixer.step(z_t if self.post else self.mixer_norm(z_t), state)
-        z_t = self.mixer_norm(z_t + y_t) if self.post else z_t + y_t
-        return self._mlp(z_t), state
+        return self._mlp(self._after_mixer(z_t, y_t)), state
 
 
 class VideoModel(nnx.Module):

@@ -12,7 +12,7 @@ from flax import nnx
 from helpers import relative_error
 from seqmodels.layers.common import SSMParam
 from seqmodels.layers.convs5 import ConvS5, apply_convssm
-from seqmodels.models import VideoModel
+from seqmodels.models import SequenceModel, VideoModel
 from seqmodels.models.video import rollout
 
 # The reference is float32 (it casts to complex64 itself): atol 1e-5 relative to max|y|.
@@ -120,6 +120,22 @@ def test_clip_eigs_is_on_by_default():
     assert bool(jnp.all(jnp.abs(m.discretized()[0]) < 1))
 
 
+@pytest.mark.parametrize("timescale", [1.0, 300 / 16])
+def test_timescale_scales_the_step_range(timescale):
+    """log Δ is uniform in [log(timescale·dt_min), log(timescale·dt_max)] (default: the paper's)."""
+    m = ConvS5(2, state_size=512, dt_min=1e-3, dt_max=1e-1, timescale=timescale, rngs=nnx.Rngs(0))
+    steps = np.asarray(m.A.steps())
+    low, high = timescale * 1e-3, timescale * 1e-1
+    assert steps.min() >= low * (1 - 1e-6) and steps.max() <= high * (1 + 1e-6)
+    assert steps.min() < 1.2 * low and steps.max() > high / 1.2  # 256 draws fill the range
+    assert abs(np.mean(np.log(steps)) - np.log(np.sqrt(low * high))) < 0.3
+
+
+def test_timescale_is_validated():
+    with pytest.raises(ValueError, match="timescale.*0"):
+        ConvS5(2, state_size=4, timescale=0.0, rngs=nnx.Rngs(0))
+
+
 # ----------------------------------------------------------------------------------------
 # VideoModel
 # ----------------------------------------------------------------------------------------
@@ -161,3 +177,156 @@ def test_video_model_checks_its_inputs(video):
         model(frames[..., :1])
     with pytest.raises(ValueError, match="not a video mixer"):
         VideoModel(in_channels=1, mixer="s5", rngs=nnx.Rngs(0))
+
+
+def blank_videos(batch=2, frames=3, size=16):
+    """Videos of one 2×2 square on a blank (exactly zero) background, as the shape tasks give."""
+    v = np.zeros((batch, frames, size, size, 1), np.float32)
+    for t in range(frames):
+        v[:, t, t:t + 2, t:t + 2] = 1.0
+    return jnp.asarray(v)
+
+
+@pytest.mark.parametrize("kind", ["video", "sequence"])
+def test_first_gradient_is_moderate_on_blank_backgrounds(kind):
+    """Blank pixels must not reach a LayerNorm as exactly-zero vectors (gain 1/sqrt(eps) per
+    norm): with zero-initialized input biases this first gradient norm was 4e10 (video) and
+    8e12 (sequence) here, 1e12 for configs/convs5.py; now it is O(1) (0.7 and 5.6)."""
+    frames = blank_videos()
+    options = {"state_size": 8}
+    if kind == "video":
+        model = VideoModel(in_channels=1, d_model=8, n_layers=2, n_down=1, mixer_options=options, rngs=nnx.Rngs(0))
+        loss = lambda m: jnp.mean((m(frames)[:, :-1] - frames[:, 1:]) ** 2)  # noqa: E731
+    else:
+        model = SequenceModel("convs5", d_model=8, n_layers=2, output_dim=3, input_dim=1, pooling="mean",
+                              mixer_options=options, rngs=nnx.Rngs(0))
+        loss = lambda m: -jnp.mean(jax.nn.log_softmax(m(frames))[:, 0])  # noqa: E731
+    grads = nnx.grad(loss)(model)
+    norm = float(jnp.sqrt(sum(jnp.sum(g ** 2) for g in jax.tree.leaves(grads))))
+    assert np.isfinite(norm) and norm < 1e2, norm
+
+
+# ----------------------------------------------------------------------------------------
+# The official output paths, against hand-written per-frame references
+# ----------------------------------------------------------------------------------------
+
+
+def reference_group_norm(x, groups, scale, bias, eps=1e-6):
+    """GroupNorm of each frame of x (..., H, W, C), written out."""
+    *lead, H, W, C = x.shape
+    g = x.reshape(*lead, H, W, groups, C // groups)
+    mean = g.mean(axis=(-4, -3, -1), keepdims=True)
+    var = ((g - mean) ** 2).mean(axis=(-4, -3, -1), keepdims=True)
+    return ((g - mean) / np.sqrt(var + eps)).reshape(x.shape) * scale + bias
+
+
+def reference_conv(x, kernel, bias=0.0):
+    """'SAME' cross-correlation of every frame of x (B, T, H, W, Cin) with kernel (k, k, Cin, Cout), as loops."""
+    k = kernel.shape[0]
+    p = k // 2
+    xp = np.pad(x, [(0, 0), (0, 0), (p, p), (p, p), (0, 0)])
+    out = np.zeros(x.shape[:-1] + (kernel.shape[-1],))
+    for i in range(k):
+        for j in range(k):
+            out += np.einsum("bthwc,cd->bthwd", xp[:, :, i:i + x.shape[2], j:j + x.shape[3]], kernel[i, j])
+    return out + bias
+
+
+def gelu(x):
+    return np.asarray(jax.nn.gelu(jnp.asarray(x)))
+
+
+@pytest.mark.parametrize("output_path", ["standard", "resnet"])
+def test_output_paths_equal_hand_written_reference(output_path):
+    m = ConvS5(4, state_size=8, output_path=output_path, groups=2, rngs=nnx.Rngs(0))
+    u = jax.random.normal(jax.random.PRNGKey(3), (2, 5, 4, 3, 4))
+    for norm in (m.output_norm, *(() if m.resnet is None else (m.resnet.norm1, m.resnet.norm2))):
+        if norm is not None:  # non-trivial affine parameters
+            norm = norm.norm
+            norm.scale[...] = 1.0 + 0.1 * jax.random.normal(jax.random.PRNGKey(4), (4,))
+            norm.bias[...] = 0.1 * jax.random.normal(jax.random.PRNGKey(5), (4,))
+    lambda_bar, b_bar, c_tilde = m.discretized()
+    y_ssm, _ = apply_convssm(lambda_bar, b_bar, c_tilde, u)
+    y_ssm, un = np.asarray(y_ssm, np.float64), np.asarray(u, np.float64)
+    par = lambda p: np.asarray(p[...], np.float64)  # noqa: E731
+    if output_path == "standard":
+        assert m.resnet is None and m.D is not None
+        pre = y_ssm + reference_conv(un, par(m.D))
+        want = gelu(reference_group_norm(pre, 2, par(m.output_norm.norm.scale), par(m.output_norm.norm.bias)))
+    else:
+        r = m.resnet
+        assert m.D is None and m.output_norm is None
+        h = gelu(reference_group_norm(y_ssm, 2, par(r.norm1.norm.scale), par(r.norm1.norm.bias)))
+        h = reference_conv(h, par(r.conv1.kernel), par(r.conv1.bias))
+        h = gelu(reference_group_norm(h, 2, par(r.norm2.norm.scale), par(r.norm2.norm.bias)))
+        h = reference_conv(h, par(r.conv2.kernel), par(r.conv2.bias))
+        want = gelu(y_ssm + h)
+    y = m(u)
+    assert y.shape == u.shape and bool(jnp.all(jnp.isfinite(y)))
+    assert relative_error(y, want) <= 1e-5
+    assert relative_error(scan_steps(m, u)[0], y) <= 1e-5  # per-frame norms: step == parallel
+
+
+def test_output_path_options_are_checked():
+    with pytest.raises(ValueError, match="groups=3 must divide d_model=4"):
+        ConvS5(4, state_size=8, output_path="standard", groups=3, rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match="kernel_d"):
+        ConvS5(4, state_size=8, output_path="resnet", kernel_d=None, groups=2, rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match="output_path"):
+        ConvS5(4, state_size=8, output_path="glu", rngs=nnx.Rngs(0))
+
+
+# ----------------------------------------------------------------------------------------
+# VideoModel options: bounded predictions, the official post-norm block
+# ----------------------------------------------------------------------------------------
+
+
+def reference_layer_norm(x, norm):
+    mean = x.mean(-1, keepdims=True)
+    var = ((x - mean) ** 2).mean(-1, keepdims=True)
+    return (x - mean) / np.sqrt(var + 1e-6) * np.asarray(norm.scale[...]) + np.asarray(norm.bias[...])
+
+
+def test_post_norm_block_equals_hand_written_reference():
+    model = VideoModel(in_channels=1, d_model=8, n_layers=1, n_down=1, norm_position="post",
+                       mixer_options={"state_size": 8}, rngs=nnx.Rngs(0))
+    block = model.blocks[0]
+    for norm in (block.mixer_norm, block.mlp_norm):
+        norm.scale[...] = 1.0 + 0.1 * jax.random.normal(jax.random.PRNGKey(6), (8,))
+        norm.bias[...] = 0.1 * jax.random.normal(jax.random.PRNGKey(7), (8,))
+    z = jax.random.normal(jax.random.PRNGKey(8), (2, 5, 4, 4, 8))
+    zn = np.asarray(z, np.float64)
+    z1 = reference_layer_norm(zn + np.asarray(block.mixer(z), np.float64), block.mixer_norm)
+    up, down = block.mlp.up, block.mlp.down
+    hidden = gelu(z1 @ np.asarray(up.kernel[...]) + np.asarray(up.bias[...]))
+    want = reference_layer_norm(z1 + hidden @ np.asarray(down.kernel[...]) + np.asarray(down.bias[...]),
+                                block.mlp_norm)
+    y = block(z)
+    assert y.shape == z.shape and bool(jnp.all(jnp.isfinite(y)))
+    assert relative_error(y, want) <= 1e-5
+    assert model.final_norm is None  # the last block's output is already normalized
+
+
+@pytest.mark.parametrize("output,low,high", [("sigmoid", 0.0, 1.0), ("tanh", -1.0, 1.0)])
+def test_bounded_predictions(output, low, high):
+    model = VideoModel(in_channels=1, d_model=8, n_layers=1, n_down=1, norm_position="post", output=output,
+                       mixer_options={"state_size": 8}, rngs=nnx.Rngs(0))
+    model.head.kernel[...] = 30.0 * model.head.kernel[...]  # logits far outside the bounds
+    frames = 5.0 * jax.random.normal(jax.random.PRNGKey(9), (2, 4, 8, 8, 1))
+    y = nnx.jit(lambda m, x: m(x))(model, frames)
+    assert float(y.min()) >= low and float(y.max()) <= high
+    assert float(y.min()) < low + 0.2 and float(y.max()) > high - 0.2  # the bound is what limits them
+    assert relative_error(rollout(model, frames[:, :2], 3)[:, 0], y[:, 1]) <= 1e-5  # step: same head
+    logits = VideoModel(in_channels=1, d_model=8, n_layers=1, n_down=1, norm_position="post",
+                        mixer_options={"state_size": 8}, rngs=nnx.Rngs(0))
+    logits.head.kernel[...] = model.head.kernel[...]
+    squash = jax.nn.sigmoid if output == "sigmoid" else jnp.tanh
+    assert relative_error(squash(logits(frames)), y) <= 1e-5  # "linear" keeps the old unbounded head
+
+
+def test_bounded_head_fits_the_video_tasks():
+    """The sigmoid head's range covers the frames of the library's next-frame task ([0, 1])."""
+    from seqmodels.tasks import build_task
+    batch = build_task("bouncing_shapes", frames=4, size=8).batch("train", 0, 4, 0)
+    assert batch["inputs"].min() >= 0.0 and batch["inputs"].max() <= 1.0
+    assert batch["targets"].min() >= 0.0 and batch["targets"].max() <= 1.0

@@ -59,6 +59,12 @@ def test_bad_values_are_rejected():
         apply_overrides(Config(), {"train.precision": "fp8"})
     with pytest.raises(ConfigError, match="divisible by optimizer.accumulation_steps"):
         apply_overrides(Config(), {"optimizer.accumulation_steps": "5"})
+    with pytest.raises(ConfigError, match="model.output must be one of linear, sigmoid, tanh"):
+        apply_overrides(Config(), {"model.output": "relu"})
+    with pytest.raises(ConfigError, match="model.output='tanh' needs model.kind='video'"):
+        apply_overrides(Config(), {"model.output": "tanh"})
+    with pytest.raises(ConfigError, match="model.norm_position='post' needs model.kind='video'"):
+        apply_overrides(Config(), {"model.norm_position": "post"})
 
 
 def test_unknown_key_in_a_config_file_is_rejected(tmp_path):

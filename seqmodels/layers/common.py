@@ -18,13 +18,19 @@ def expand_to(x: jax.Array, ndim: int) -> jax.Array:
 
 
 class Dense(nnx.Module):
-    """``y = x @ W + b`` over the last axis; float32 parameters, activation-dtype compute."""
+    """``y = x @ W + b`` over the last axis; float32 parameters, activation-dtype compute.
+    ``b`` is zeros unless ``bias_init`` (an ``nnx.initializers`` function) is given."""
 
     def __init__(self, in_features: int, out_features: int, *, use_bias: bool = True,
-                 kernel_init=nnx.initializers.lecun_normal(), rngs: nnx.Rngs):
+                 kernel_init=nnx.initializers.lecun_normal(), bias_init=None, rngs: nnx.Rngs):
         self.in_features, self.out_features = in_features, out_features
         self.kernel = nnx.Param(kernel_init(rngs.params(), (in_features, out_features), jnp.float32))
-        self.bias = nnx.Param(jnp.zeros((out_features,), jnp.float32)) if use_bias else None
+        if not use_bias:
+            self.bias = None
+        elif bias_init is None:  # zeros draw no key: a default Dense leaves later layers' init unchanged
+            self.bias = nnx.Param(jnp.zeros((out_features,), jnp.float32))
+        else:
+            self.bias = nnx.Param(bias_init(rngs.params(), (out_features,), jnp.float32))
 
     def __call__(self, x: jax.Array) -> jax.Array:
         y = jnp.matmul(x, self.kernel[...].astype(x.dtype))

@@ -21,9 +21,12 @@ per frame ``k`` (``∗`` is a 'SAME' cross-correlation over H, W):
 * Because ``Λ̄`` is pointwise, the recurrence over time is ``scans.linear_scan`` with a
   ``(P,)`` decay broadcast over ``(batch, H, W)`` -- parallel over frames; the
   ``step`` form feeds one frame. Both are :func:`apply_convssm`.
-* The paper's output options ("standard": ``act(GroupNorm(Y + 𝒟∗U))``, "resnet",
-  GLU) are reduced here to ``act(Y + 𝒟∗U)``; the norm and residual belong to the
-  backbone (``models.VideoModel``).
+* Output paths (``output_path``; the official code's ``C_D_config``): ``"plain"``
+  ``act(Y + 𝒟∗U)`` (norms and residuals left to the backbone, ``models.VideoModel``);
+  ``"standard"`` ``act(GroupNorm(Y + 𝒟∗U))``; ``"resnet"`` (the Moving-MNIST models)
+  a ResNet block on ``Y`` alone, ``act(Y + conv(act(GN(conv(act(GN(Y)))))))`` with two
+  biased ``k_D×k_D`` convolutions and no ``𝒟∗U`` term. GroupNorm statistics are per
+  frame (over H, W and the channels of a group), so every path stays causal.
 
 Complex convolutions run as real ones: ``B̄ ∗ U`` is one convolution with the kernel
 ``[Re B̄, Im B̄]`` (``2P`` outputs), ``2·Re(C̃ ∗ X)`` one with ``[Re C̃; -Im C̃]`` on
@@ -49,6 +52,12 @@ from .common import SSMParam
 from .s5 import DiagonalStateMatrix, as_real_pair, complex_param, truncated_normal
 
 ACTIVATIONS = ("gelu", "none")
+OUTPUT_PATHS = ("plain", "standard", "resnet")
+
+
+def activate(name: str, y):
+    """The nonlinearity ``name`` (one of ``ACTIVATIONS``) applied to ``y``."""
+    return jax.nn.gelu(y) if name == "gelu" else y
 
 
 # ----------------------------------------------------------------------------------------
@@ -126,6 +135,38 @@ def apply_convssm(lambda_bar: Complex[Array, "P"], b_bar: Complex[Array, "kh kw 
 # ----------------------------------------------------------------------------------------
 
 
+class FrameGroupNorm(nnx.Module):
+    """GroupNorm of each frame ``(..., H, W, C)``: statistics over H, W and a group's channels.
+
+    (The leading axes are merged into one batch axis first: ``nnx.GroupNorm`` with explicit
+    ``reduction_axes`` broadcasts its statistics back along axis 1, wrong for (B, T, H, W, C).)
+    """
+
+    def __init__(self, channels: int, groups: int, *, param_dtype, rngs: nnx.Rngs):
+        self.norm = nnx.GroupNorm(channels, groups, param_dtype=param_dtype, rngs=rngs)
+
+    def __call__(self, x):
+        return self.norm(x.reshape((-1,) + x.shape[-3:])).reshape(x.shape)
+
+
+class ResNetOutput(nnx.Module):
+    """ConvS5's "resnet" output path on ``y (..., H, W, C)``:
+    ``act(y + conv₂(act(GN₂(conv₁(act(GN₁(y)))))))``, biased 'SAME' ``k×k`` convolutions."""
+
+    def __init__(self, channels: int, kernel: int, groups: int, activation: str, *, param_dtype,
+                 rngs: nnx.Rngs):
+        self.activation = activation
+        self.norm1 = FrameGroupNorm(channels, groups, param_dtype=param_dtype, rngs=rngs)
+        self.conv1 = nnx.Conv(channels, channels, (kernel, kernel), param_dtype=param_dtype, rngs=rngs)
+        self.norm2 = FrameGroupNorm(channels, groups, param_dtype=param_dtype, rngs=rngs)
+        self.conv2 = nnx.Conv(channels, channels, (kernel, kernel), param_dtype=param_dtype, rngs=rngs)
+
+    def __call__(self, y):
+        h = self.conv1(activate(self.activation, self.norm1(y)))
+        h = self.conv2(activate(self.activation, self.norm2(h)))
+        return activate(self.activation, y + h.astype(y.dtype))
+
+
 @register("convs5", example_options={"state_size": 8})
 class ConvS5(Mixer):
     """ConvS5 mixer on videos ``(batch, T, H, W, d_model)``; ``step`` takes one frame.
@@ -137,9 +178,22 @@ class ConvS5(Mixer):
       blocks: block-diagonal copies of the HiPPO-N init.
       conj_sym, clip_eigs, discretization, dt_min, dt_max, step_rescale: as in S5
         (``clip_eigs`` defaults to True, as in the paper's long-rollout configs).
+      timescale: multiplies ``dt_min`` and ``dt_max`` at initialization: ``log Δ`` is drawn
+        uniformly in ``[log(timescale·dt_min), log(timescale·dt_max)]``. The default
+        range ``[1e-3, 1e-1]`` is the paper's for training on 300-frame clips; for clips of
+        ``T`` frames use ``timescale = 300 / T`` (16 frames: 18.75, ``Δ ∈ [0.019, 1.9]``),
+        so that the slowest and fastest modes span the same fraction of a training clip
+        (with ``Re Λ = -1/2``, a mode decays by ``e^{-Δ·T/2}`` over a clip). With the
+        paper's range on short clips no mode reaches steady state inside a clip and
+        rollouts past the training length drift (issue 16). ``step_rescale`` instead
+        rescales the learned ``Δ`` at run time (a change of frame rate).
       kernel_b, kernel_c: sizes of the ``B̃`` and ``C̃`` kernels (paper: 3).
-      kernel_d: size of the ``D`` kernel (paper: 3); None drops the ``D`` term.
-      activation: ``"gelu"`` or ``"none"`` after ``Y + D ∗ U``.
+      kernel_d: size of the ``D`` kernel (paper: 3); None drops the ``D`` term. With
+        ``output_path="resnet"`` the size of the ResNet block's convolutions (required).
+      activation: ``"gelu"`` or ``"none"`` (the output path's nonlinearity).
+      output_path: ``"plain"`` (default), ``"standard"`` or ``"resnet"`` (module docstring).
+      groups: GroupNorm groups of the ``"standard"`` and ``"resnet"`` paths (paper: 32);
+        must divide ``d_model``.
       method: ``scans.linear_scan`` method; param_dtype: dtype of the real parameters.
 
     State: ``(batch, H, W, P_stored)`` complex64; ``init_state(batch)`` returns a
@@ -148,8 +202,8 @@ class ConvS5(Mixer):
     """
 
     option_choices = {"discretization": ssm.discretize.DIAG_METHODS, "activation": ACTIVATIONS,
-                      "method": scans.METHODS}
-    option_ranges = {"dt_min": POSITIVE, "dt_max": POSITIVE, "step_rescale": POSITIVE}
+                      "output_path": OUTPUT_PATHS, "method": scans.METHODS}
+    option_ranges = {"dt_min": POSITIVE, "dt_max": POSITIVE, "timescale": POSITIVE, "step_rescale": POSITIVE}
 
     causal = True
     spatial_ndim = 2
@@ -157,15 +211,22 @@ class ConvS5(Mixer):
 
     def __init__(self, d_model: int, *, state_size: int = 256, blocks: int = 1, conj_sym: bool = True,
                  clip_eigs: bool = True, discretization: str = "zoh", dt_min: float = 1e-3,
-                 dt_max: float = 1e-1, step_rescale: float = 1.0, kernel_b: int = 3, kernel_c: int = 3,
-                 kernel_d: int | None = 3, activation: str = "gelu", method: str = "auto",
-                 param_dtype=jnp.float32, rngs: nnx.Rngs):
+                 dt_max: float = 1e-1, timescale: float = 1.0, step_rescale: float = 1.0, kernel_b: int = 3,
+                 kernel_c: int = 3, kernel_d: int | None = 3, activation: str = "gelu",
+                 output_path: str = "plain",
+                 groups: int = 32, method: str = "auto", param_dtype=jnp.float32, rngs: nnx.Rngs):
+        if output_path == "resnet" and kernel_d is None:
+            raise ValueError("ConvS5 option kernel_d must be an int with output_path='resnet' (the size of its "
+                             "convolutions); got None")
+        if output_path != "plain" and d_model % groups:
+            raise ValueError(f"ConvS5 option groups={groups} must divide d_model={d_model} (output_path={output_path!r})")
         hippo = ssm.s5_hippo_n(state_size, blocks, conj_sym)
         self.d_model, self.state_size, self.conj_sym = d_model, state_size, conj_sym
         self.activation, self.method, self.param_dtype = activation, method, param_dtype
         self.num_modes = hippo.Lambda.shape[0]
         self.A = DiagonalStateMatrix(hippo.Lambda, clip_eigs=clip_eigs, discretization=discretization,
-                                     dt_min=dt_min, dt_max=dt_max, step_rescale=step_rescale,
+                                     dt_min=timescale * dt_min, dt_max=timescale * dt_max,
+                                     step_rescale=step_rescale,
                                      param_dtype=param_dtype, rngs=rngs)
         U, P = d_model, state_size
         b = truncated_normal(rngs.params(), (kernel_b, kernel_b, U, P), np.sqrt(2.0 / (U * kernel_b**2)))
@@ -175,8 +236,12 @@ class ConvS5(Mixer):
         c = np.asarray(c, np.float64)
         c_tilde = np.einsum("hwpu,pq->hwqu", c[..., 0] + 1j * c[..., 1], hippo.V)
         self.C = nnx.Param(jnp.asarray(as_real_pair(c_tilde), param_dtype))
-        self.D = None if kernel_d is None else nnx.Param(truncated_normal(
+        self.D = None if kernel_d is None or output_path == "resnet" else nnx.Param(truncated_normal(
             rngs.params(), (kernel_d, kernel_d, U, U), np.sqrt(1.0 / (U * kernel_d**2))).astype(param_dtype))
+        self.output_norm = (FrameGroupNorm(U, groups, param_dtype=param_dtype, rngs=rngs)
+                            if output_path == "standard" else None)
+        self.resnet = (ResNetOutput(U, kernel_d, groups, activation, param_dtype=param_dtype, rngs=rngs)
+                       if output_path == "resnet" else None)
 
     def discretized(self) -> tuple[jax.Array, jax.Array, jax.Array]:
         """``(Λ̄ (P,), B̄ (k_B, k_B, U, P), C̃ (k_C, k_C, P, U))`` at the learned steps."""
@@ -185,9 +250,13 @@ class ConvS5(Mixer):
 
     def _output(self, y, u):
         y = y.astype(u.dtype)
+        if self.resnet is not None:
+            return self.resnet(y).astype(u.dtype)
         if self.D is not None:
             y = y + conv_frames(u, self.D[...], u.dtype, jnp.promote_types(u.dtype, jnp.float32)).astype(u.dtype)
-        return jax.nn.gelu(y) if self.activation == "gelu" else y
+        if self.output_norm is not None:
+            y = self.output_norm(y).astype(u.dtype)
+        return activate(self.activation, y)
 
     def forward(self, x):
         lambda_bar, b_bar, c_tilde = self.discretized()

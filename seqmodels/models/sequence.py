@@ -36,6 +36,13 @@ from ..layers.options import OptionTypeError
 
 POOLINGS = ("none", "mean", "last")
 NORMS = ("layer", "rms")
+# The bias of an embedding of real-valued inputs starts like a row of a token embedding
+# (N(0, 1), ``nnx.Embed``'s scale), not at zero: with a zero bias an all-zero input (blank
+# pixels, silence, padding) embeds as the zero vector, stays exactly zero through every
+# block (mixers and MLPs map zero to zero at init), and each LayerNorm then sees a
+# constant vector, whose Jacobian is 1/sqrt(eps) = 1e3: the first gradients compound
+# to ~1e12 over a few blocks (issue 16).
+EMBED_BIAS_INIT = nnx.initializers.normal(1.0)
 
 
 def _norm(kind: str, d_model: int, rngs: nnx.Rngs) -> nnx.Module:
@@ -179,7 +186,7 @@ class SequenceModel(nnx.Module):
         if vocab_size is not None:
             self.embed = nnx.Embed(vocab_size, d_model, rngs=rngs)
         else:
-            self.embed = Dense(input_dim, d_model, rngs=rngs)
+            self.embed = Dense(input_dim, d_model, bias_init=EMBED_BIAS_INIT, rngs=rngs)
         self.blocks = nnx.List([
             Block(mixer, d_model, mixer_options=options, mlp_ratio=mlp_ratio, dropout=dropout, norm=norm, rngs=rngs)
             for options in per_layer_options(mixer_options, layer_options, n_layers)

@@ -4,8 +4,17 @@
                                             convs to a grid 2^n_down times smaller
     z = z + mixer(norm(z))                  × n_layers (ConvS5 mixes over time and space)
     z = z + mlp(norm(z))                    per pixel
-    out = decoder(norm(z))                  per frame: ``n_down`` stride-2 transposed convs
+    out = bound(decoder(norm(z)))           per frame: ``n_down`` stride-2 transposed convs
                                             back to the frame size, then a 3×3 conv
+
+``norm_position="post"`` gives the official ConvS5 layer's order instead,
+``z = norm(z + mixer(z))``, ``z = norm(z + mlp(z))``, and decodes the last block's
+output without a final norm (the official layer has no MLP; ours keeps one).
+``output`` bounds the predictions: ``"linear"`` (none), ``"sigmoid"`` for frames in
+[0, 1] (this library's video tasks), ``"tanh"`` for frames in [−1, 1] (the official
+Moving-MNIST models, which map pixels to ``2·x − 1``; they train on the decoder's
+logits and apply tanh when generating, we apply it in both). The model does not map
+the data: with ``"tanh"`` the task must give frames in [−1, 1].
 
 ``out[:, t]`` predicts ``frames[:, t + 1]``. Everything but the mixer acts on each frame
 alone (the norms are LayerNorms over channels), so the model is causal in time and runs
@@ -25,27 +34,38 @@ import jax.numpy as jnp
 from flax import nnx
 
 from .. import layers
-from .sequence import MLP, NORMS, _norm, per_layer_options
+from .sequence import EMBED_BIAS_INIT, MLP, NORMS, _norm, per_layer_options
+
+NORM_POSITIONS = ("pre", "post")
+OUTPUTS = {"linear": lambda x: x, "sigmoid": jax.nn.sigmoid, "tanh": jnp.tanh}
 
 
 class VideoBlock(nnx.Module):
-    """``z + mixer(norm(z))`` then ``z + mlp(norm(z))`` on ``(batch, T, H, W, d)``."""
+    """On ``(batch, T, H, W, d)``: pre-norm ``z + mixer(norm(z))`` then ``z + mlp(norm(z))``,
+    or post-norm ``norm(z + mixer(z))`` then ``norm(z + mlp(z))``."""
 
     def __init__(self, mixer: str, d_model: int, *, mixer_options: dict, mlp_ratio: int, norm: str,
-                 rngs: nnx.Rngs):
+                 norm_position: str = "pre", rngs: nnx.Rngs):
+        self.post = norm_position == "post"
         self.mixer_norm = _norm(norm, d_model, rngs)
         self.mixer = layers.build(mixer, d_model, rngs=rngs, **mixer_options)
         self.mlp_norm = _norm(norm, d_model, rngs)
         self.mlp = MLP(d_model, mlp_ratio, rngs=rngs)
 
-    def __call__(self, z):
-        z = z + self.mixer(self.mixer_norm(z))
+    def _mlp(self, z):
+        if self.post:
+            return self.mlp_norm(z + self.mlp(z)).astype(z.dtype)
         return z + self.mlp(self.mlp_norm(z))
 
+    def _after_mixer(self, z, y):
+        return self.mixer_norm(z + y).astype(z.dtype) if self.post else z + y
+
+    def __call__(self, z):
+        return self._mlp(self._after_mixer(z, self.mixer(z if self.post else self.mixer_norm(z))))
+
     def step(self, z_t, state):
-        y_t, state = self.mixer.step(self.mixer_norm(z_t), state)
-        z_t = z_t + y_t
-        return z_t + self.mlp(self.mlp_norm(z_t)), state
+        y_t, state = self.mixer.step(z_t if self.post else self.mixer_norm(z_t), state)
+        return self._mlp(self._after_mixer(z_t, y_t)), state
 
 
 class VideoModel(nnx.Module):
@@ -62,33 +82,40 @@ class VideoModel(nnx.Module):
       layer_options: per-layer overrides of ``mixer_options``, cycled over the layers
         (``sequence.per_layer_options``).
       mlp_ratio, norm: per-pixel MLP width ratio; ``"layer"`` or ``"rms"`` norm.
+      norm_position: ``"pre"`` (default) or ``"post"`` (the official ConvS5 layers).
+      output: ``"linear"`` (default), ``"sigmoid"`` (frames in [0, 1]) or ``"tanh"``
+        (frames in [−1, 1]); applied to every prediction, in ``__call__`` and ``step``.
     """
 
     def __init__(self, *, in_channels: int, out_channels: int | None = None, d_model: int = 64,
                  n_layers: int = 2, n_down: int = 2, mixer: str = "convs5", mixer_options: dict | None = None,
                  layer_options: Sequence[dict] | None = None, mlp_ratio: int = 2, norm: str = "layer",
-                 rngs: nnx.Rngs):
+                 norm_position: str = "pre", output: str = "linear", rngs: nnx.Rngs):
         cls = layers.spec(mixer).cls
         if not (cls.temporal and cls.spatial_ndim == 2):
             raise ValueError(f"mixer {mixer!r} is not a video mixer (needs temporal=True, spatial_ndim=2)")
         if not cls.causal:
             raise ValueError(f"mixer {mixer!r} is not causal: it cannot predict the next frame")
-        if norm not in NORMS:
-            raise ValueError(f"norm must be one of {NORMS}; got {norm!r}")
+        for name, value, valid in (("norm", norm, NORMS), ("norm_position", norm_position, NORM_POSITIONS),
+                                   ("output", output, tuple(OUTPUTS))):
+            if value not in valid:
+                raise ValueError(f"{name} must be one of {valid}; got {value!r}")
         if n_down < 0 or d_model % (2**n_down):
             raise ValueError(f"d_model={d_model} must be divisible by 2**n_down = {2**n_down}")
         self.in_channels = in_channels
         self.out_channels = in_channels if out_channels is None else out_channels
-        self.n_down = n_down
+        self.n_down, self.output = n_down, output
         widths = [d_model // 2 ** (n_down - i) for i in range(n_down + 1)]  # ..., d_model/2, d_model
-        self.stem = nnx.Conv(in_channels, widths[0], (3, 3), rngs=rngs)
+        # blank frames must not encode to zero latents (see EMBED_BIAS_INIT)
+        self.stem = nnx.Conv(in_channels, widths[0], (3, 3), bias_init=EMBED_BIAS_INIT, rngs=rngs)
         self.down = nnx.List([nnx.Conv(widths[i], widths[i + 1], (3, 3), strides=(2, 2), rngs=rngs)
                               for i in range(n_down)])
         self.blocks = nnx.List([
-            VideoBlock(mixer, d_model, mixer_options=options, mlp_ratio=mlp_ratio, norm=norm, rngs=rngs)
+            VideoBlock(mixer, d_model, mixer_options=options, mlp_ratio=mlp_ratio, norm=norm,
+                       norm_position=norm_position, rngs=rngs)
             for options in per_layer_options(mixer_options, layer_options, n_layers)
         ])
-        self.final_norm = _norm(norm, d_model, rngs)
+        self.final_norm = _norm(norm, d_model, rngs) if norm_position == "pre" else None
         self.up = nnx.List([nnx.ConvTranspose(widths[i + 1], widths[i], (4, 4), strides=(2, 2), rngs=rngs)
                             for i in reversed(range(n_down))])
         self.head = nnx.Conv(widths[0], self.out_channels, (3, 3), rngs=rngs)
@@ -111,10 +138,11 @@ class VideoModel(nnx.Module):
         return z
 
     def decode(self, z):
-        z = self.final_norm(z)
+        if self.final_norm is not None:
+            z = self.final_norm(z)
         for conv in self.up:
             z = jax.nn.gelu(conv(z))
-        return self.head(z)
+        return OUTPUTS[self.output](self.head(z))
 
     def __call__(self, frames: jax.Array, *, dtype=jnp.float32) -> jax.Array:
         """Predictions ``(batch, T, H, W, out_channels)``: ``out[:, t]`` ≈ ``frames[:, t+1]``.

@@ -71,7 +71,9 @@ class ModelConfig:
     * ``"image"``: ``ImageModel``, a ViT-style classifier on ``patch_size`` patches with a
       position embedding resized for test images of another size (image tasks);
     * ``"video"``: ``VideoModel``, a next-frame predictor (conv encoder with ``n_down``
-      stride-2 stages, video-mixer blocks, conv decoder) for next-frame tasks.
+      stride-2 stages, video-mixer blocks, conv decoder) for next-frame tasks; it also
+      takes ``norm_position="post"`` (the official ConvS5 block order) and ``output``
+      ``"sigmoid"`` / ``"tanh"`` (predictions bounded to [0, 1] / [−1, 1]).
 
     ``pooling="auto"`` takes the task's choice (per-step outputs for per-step targets;
     ``"sequence"``) or, for ``"image"``, ``"mean"``; ``"image"`` also takes ``"corners"``
@@ -92,6 +94,8 @@ class ModelConfig:
     kind: str = "sequence"
     patch_size: int = 4
     n_down: int = 1
+    norm_position: str = "pre"
+    output: str = "linear"
     layer_options: tuple[dict[str, Any], ...] = ()
 
 
@@ -473,6 +477,7 @@ def validate(config: Config) -> Config:
     """Reject an invalid config before any compute (names, options, ranges); returns it
     with task options typed by the task's fields (e.g. JSON lists as tuples)."""
     from .. import layers
+    from ..models.video import NORM_POSITIONS, OUTPUTS as VIDEO_OUTPUTS
     from ..tasks import build_task, task_class, task_names
 
     for section in ("model", "task", "optimizer", "train", "mesh"):
@@ -496,6 +501,12 @@ def validate(config: Config) -> Config:
         _one_of("model.pooling (model.kind='image')", model.pooling, IMAGE_POOLINGS)
     elif model.pooling == "corners":
         raise ConfigError(f"model.pooling='corners' needs model.kind='image'; got model.kind={model.kind!r}")
+    _one_of("model.norm_position", model.norm_position, NORM_POSITIONS)
+    _one_of("model.output", model.output, tuple(VIDEO_OUTPUTS))
+    for key, default in (("norm_position", "pre"), ("output", "linear")):
+        if getattr(model, key) != default and model.kind != "video":
+            raise ConfigError(f"model.{key}={getattr(model, key)!r} needs model.kind='video'; "
+                              f"got model.kind={model.kind!r}")
     _at_least("model.patch_size", model.patch_size, 1)
     _at_least("model.n_down", model.n_down, 0)
     _one_of("task.name", config.task.name, task_names())

@@ -224,7 +224,8 @@ def _backbone(config: Config, task: Task) -> nnx.Module:
         return VideoModel(in_channels=io.input_dim, out_channels=io.output_dim, d_model=model.d_model,
                           n_layers=model.n_layers, n_down=model.n_down, mixer=model.mixer,
                           mixer_options=dict(model.mixer_options), layer_options=model.layer_options,
-                          mlp_ratio=model.mlp_ratio, norm=model.norm, rngs=rngs)
+                          mlp_ratio=model.mlp_ratio, norm=model.norm, norm_position=model.norm_position,
+                          output=model.output, rngs=rngs)
     pooling = io.pooling if model.pooling == "auto" else model.pooling
     if (io.pooling == "none") != (pooling == "none"):
         raise ConfigError(f"task {config.task.name!r} has {'per-step' if io.pooling == 'none' else 'pooled'} "

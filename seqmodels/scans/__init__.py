@@ -30,6 +30,8 @@ from .parallel import shardable as _shardable
 from .plstm import plstm_scan as _plstm_scan
 from .recurrent import nonlinear_scan as nonlinear_scan
 from .reference import SoftmaxState as SoftmaxState
+from .softmax import CUMULATIVE_LOGSUMEXP_METHODS as CUMULATIVE_LOGSUMEXP_METHODS
+from .softmax import cumulative_logsumexp as cumulative_logsumexp
 from .softmax import softmax_scan as _softmax_scan
 
 # One wrapper per recurrence, applied here where they are exported, so that every

@@ -12,7 +12,8 @@ Papers:
 
 Per channel ``h`` the layer runs ``x' = A x + B u_h``, ``y_h = C x + D u_h`` at step
 ``Δ_h`` and returns ``W · GELU(y + D ⊙ u)`` (``common.SSMOutput``; ``output="glu"``
-for the paper block's ``Linear(H, 2H)`` + GLU). ``state_size = N`` is the size of the
+for the paper block's ``Linear(H, 2H)`` + GLU; ``output="none"`` for the bare SSM
+``y + D ⊙ u``, without activation or projection, to go into a block of one's own). ``state_size = N`` is the size of the
 real state; it is stored as ``N/2`` complex modes, one per conjugate pair, and the real
 output is ``2·Re`` of the half system (s4's convention, ``ssm.kernels``).
 
@@ -267,7 +268,8 @@ class S4(_ConvSSM):
         the ``C̃`` conversion and the kernel's ``ω = 1`` node ill-conditioned in float32.)
       dt_min, dt_max: range of the log-uniform ``Δ`` init.
       mode: ``"conv"`` (kernel + FFT) or ``"scan"`` (dense recurrence); same outputs.
-      output: ``"linear"`` (``Dense(H, H)``) or ``"glu"`` (``Dense(H, 2H)`` + GLU).
+      output: ``"linear"`` (``Dense(H, H)``), ``"glu"`` (``Dense(H, 2H)`` + GLU) or ``"none"``
+        (the bare SSM ``y = K * u + D ⊙ u``).
 
     Parameters: ``log_A_real, A_imag (H, M)``, ``P (H, R, M, 2)``, ``B (H, M, 2)``,
     ``log_dt (H,)`` -- SSMParam; ``C_tilde (dirs, H, M, 2)``, ``output.*`` -- Param.
@@ -355,7 +357,8 @@ class S4D(_ConvSSM):
       discretization: ``"zoh"`` (default) or ``"bilinear"``, used by every mode.
       dt_min, dt_max: range of the log-uniform ``Δ`` init.
       mode: ``"conv"`` (Vandermonde kernel + FFT) or ``"scan"`` (``scans.linear_scan``).
-      output: ``"linear"`` or ``"glu"``.
+      output: ``"linear"``, ``"glu"`` or ``"none"`` (the bare SSM ``y = K * u + D ⊙ u``:
+        no GELU, no projection).
 
     Parameters: ``log_A_real, A_imag (H, M)``, ``B (H, M, 2)``, ``log_dt (H,)`` --
     SSMParam; ``C (dirs, H, M, 2)``, ``output.*`` -- Param.

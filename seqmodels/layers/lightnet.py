@@ -87,7 +87,7 @@ def _log_normalizers(k, z0):
     acc = _accumulation_dtype(k)
     k = k.astype(acc)
     first = jnp.full(k[:, :1].shape, -jnp.inf, acc) if z0 is None else jnp.asarray(z0, acc)[:, None]
-    # not lax.cumlogsumexp: XLA's CPU lowering of it is O(L²) (490 ms against 3.5 ms at L = 1024)
+    # not lax.cumlogsumexp: XLA's CPU lowering (reduce_window passes) takes 490 ms against 3.5 ms at L = 1024
     z, _ = scans.cumulative_logsumexp(k, first[:, 0])
     return k, z, first
 

@@ -26,9 +26,11 @@ matmul -- then a sequential scan of chunk states and a fix-up ``carry ∘ local_
 
 :func:`cumulative_logsumexp` is the log of this scan's normalizer alone,
 ``z_t = log Σ_{i≤t} exp(x_i) = m_t + log u_t``, for independent channels (LightNet's
-per-key-feature running softmax). XLA's own ``lax.cumlogsumexp`` lowers on CPU to a
-``reduce_window`` with a length-``L`` window, ``O(L²)``: 490 ms at ``(4, 1024, 8, 32)``
-against 3.5 ms for the sequential scan of ``z_t = logaddexp(z_{t-1}, x_t)``.
+per-key-feature running softmax). XLA's own ``lax.cumlogsumexp`` lowers on CPU to
+``reduce_window`` passes (after XLA's rewrite: windows of 16, 16 and 4 steps for
+``L = 1024``), about 36 scalar ``logaddexp`` evaluations per element: 490 ms at
+``(4, 1024, 8, 32)`` against 3.5 ms for the sequential scan of
+``z_t = logaddexp(z_{t-1}, x_t)``.
 """
 
 from __future__ import annotations

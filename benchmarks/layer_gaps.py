@@ -13,8 +13,10 @@ Pairs of cases whose ratio the issue sets a goal for (or that a user compares):
   L = 1024, H = 256, N = 64; and ``output="none"`` (the bare SSM) / the default block.
 
 Every case is compiled and warmed up first; then the calls *alternate* over all cases,
-``repeats`` rounds, and each case reports its median, so a change of machine load
-during the run hits both sides of a ratio alike. The load average (``os.getloadavg``)
+``repeats`` rounds in a shuffled order (a call right after a large train step is slowed
+by it: 2× measured for the bare S4D placed after S4D's scan train step), and each case
+reports its median, so a change of machine load during the run hits both sides of a
+ratio alike. The load average (``os.getloadavg``)
 is recorded before and after. Results: ``results/layer_gaps.json``.
 """
 
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import random
 import statistics
 import time
 
@@ -86,10 +89,12 @@ def measure(fns: dict, repeats: int) -> dict:
         jax.block_until_ready(fn())
         jax.block_until_ready(fn())
     times = {name: [] for name in fns}
+    order, shuffle = list(fns), random.Random(0).shuffle
     for _ in range(repeats):
-        for name, fn in fns.items():
+        shuffle(order)  # no case always follows the same one (a large train step slows the next call)
+        for name in order:
             start = time.perf_counter()
-            jax.block_until_ready(fn())
+            jax.block_until_ready(fns[name]())
             times[name].append(time.perf_counter() - start)
     return {name: statistics.median(t) for name, t in times.items()}
 

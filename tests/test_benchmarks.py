@@ -22,7 +22,7 @@ from conftest import REPO
 if str(REPO) not in sys.path:  # benchmarks/ lives at the repository root
     sys.path.insert(0, str(REPO))
 
-from benchmarks import generate, mixers, run  # noqa: E402
+from benchmarks import generate, layer_gaps, mixers, run  # noqa: E402
 
 MIXERS = ["s5", "attention"]
 
@@ -190,3 +190,13 @@ def test_a_failed_case_fails_the_run(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "benchmarks.delta", types.SimpleNamespace(main=lambda argv=None: record))
     assert run.main(["--suite", "delta", "--quick", "--results", str(tmp_path)]) == 1
     assert "1 case(s) failed" in (tmp_path / "summary_quick.md").read_text()
+
+
+def test_layer_gaps_smoke(tmp_path, monkeypatch):
+    monkeypatch.setenv("SEQMODELS_BENCHMARK_RESULTS", str(tmp_path))
+    record = layer_gaps.main(["--smoke"])
+    saved = json.loads((tmp_path / "layer_gaps_smoke.json").read_text())
+    assert saved["mode"] == "smoke" and set(saved["seconds"]) == set(record["seconds"])
+    forward = [r for r in layer_gaps.RATIOS if "train step" not in r[0]]
+    assert all(num in record["seconds"] and den in record["seconds"] for _, num, den, _ in forward)
+    assert len(record["verdicts"]) == 2 and record["table"].count("\n") == len(forward) + 1

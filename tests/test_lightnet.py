@@ -75,6 +75,35 @@ def test_causal_is_a_per_feature_running_softmax(x64):
     assert_close(o32, o, 1e-4, "o float32")
 
 
+@pytest.mark.parametrize("key_scale", [3.0, 40.0])  # referenced form / out of its range: the gated one
+def test_auto_equals_gated_form_values_gradients_and_continuation(x64, key_scale):
+    B, L, H, Dk, Dv = 2, 21, 2, 3, 4
+    q, k, v = (jax.random.normal(jax.random.PRNGKey(10 + i), (B, L, H, d), jnp.float64)
+               for i, d in enumerate((Dk, Dk, Dv)))
+    k = key_scale * k
+    positions = grid_positions((L,))
+    lrpe = MdLrpe(Dk)
+    within = float(jnp.max(jnp.max(k, axis=1, keepdims=True) - jax.lax.cumlogsumexp(k, axis=1)))
+    assert (within <= 50.0) == (key_scale == 3.0)  # which form "auto" takes
+
+    def run(method, q, k, v, split=L):
+        fm = lambda x, p: lrpe(x, p)
+        o1, (S, z) = lightnet_causal(q[:, :split], k[:, :split], v[:, :split], scale=0.4, method=method,
+                                     feature_map=lambda x: fm(x, positions[:, :split]))
+        if split == L:
+            return o1, S, z
+        o2, (S, z) = lightnet_causal(q[:, split:], k[:, split:], v[:, split:], S, z, scale=0.4, method=method,
+                                     feature_map=lambda x: fm(x, positions[:, split:]))
+        return jnp.concatenate([o1, o2], axis=1), S, z
+
+    gated = run("sequential", q, k, v)
+    assert_close(run("auto", q, k, v), gated, 1e-10, "auto")
+    assert_close(run("auto", q, k, v, split=8), gated, 1e-10, "auto, continued from (S, z)")
+    loss = lambda method: lambda q, k, v: sum(jnp.sum(jnp.sin(x)) for x in run(method, q, k, v, split=8))
+    grads = jax.jit(jax.grad(loss("auto"), argnums=(0, 1, 2)))(q, k, v)
+    assert_close(grads, jax.jit(jax.grad(loss("sequential"), argnums=(0, 1, 2)))(q, k, v), 1e-9, "gradients")
+
+
 def test_global_form_equals_dense_formula(x64):
     q, k, v = (jax.random.normal(jax.random.PRNGKey(i), (2, 3, 4, 2, 5), jnp.float64) for i in range(3))
     o = lightnet_global(q, 40.0 * k, v, scale=0.3)

@@ -291,3 +291,45 @@ def test_options_keep_modes_in_agreement(cls, options):
 def test_bad_options_name_the_option(name, option, value):
     with pytest.raises(ValueError, match=option):
         layers.build(name, H, rngs=nnx.Rngs(0), **{option: value})
+
+
+def bare_s4d_reference(model, x):
+    """``y_t = 2·Re Σ_m C_m h_{t,m} + D u_t``, ``h_t = e^{ΔΛ} h_{t-1} + (e^{ΔΛ} - 1)/Λ · B u_t``
+    (zero-order hold), written out from the parameters with numpy, one step at a time."""
+    p = {name: np.asarray(getattr(model, name)[...], np.float64) for name in ("log_A_real", "A_imag", "log_dt", "B", "C")}
+    Lam = -np.exp(p["log_A_real"]) + 1j * p["A_imag"]                       # (H, M)
+    dt = np.exp(p["log_dt"])[:, None]
+    A_bar = np.exp(dt * Lam)
+    B_bar = (A_bar - 1) / Lam * (p["B"][..., 0] + 1j * p["B"][..., 1])
+    C = p["C"][0, ..., 0] + 1j * p["C"][0, ..., 1]
+    D = np.asarray(model.output.D[...], np.float64)[:, 0]
+    u = np.asarray(x, np.float64)
+    h = np.zeros((u.shape[0],) + Lam.shape, complex)
+    y = np.zeros(u.shape)
+    for t in range(u.shape[1]):
+        h = A_bar * h + B_bar * u[:, t, :, None]
+        y[:, t] = 2 * np.sum(C * h, axis=-1).real + D * u[:, t]
+    return y
+
+
+def test_s4d_output_none_is_the_bare_ssm(x64):
+    x = jax.random.normal(jax.random.PRNGKey(5), (2, 40, H), jnp.float64)
+    ys = outputs_by_mode(S4D, x, jnp.float64, output="none")
+    model = S4D(H, state_size=N, output="none", rngs=nnx.Rngs(0))
+    assert not any("proj" in str(path) for path, _ in nnx.to_flat_state(nnx.state(model)))
+    expected = bare_s4d_reference(model, x)
+    for mode, y in ys.items():
+        assert_close(y, jnp.asarray(expected), 1e-10, f"{mode}")
+    # the default block is not the bare SSM: GELU and the projection are applied
+    default = S4D(H, state_size=N, rngs=nnx.Rngs(0))
+    assert relative_error(cast_parameters(default, jnp.float64)(x), jnp.asarray(expected)) > 0.1
+
+
+@pytest.mark.parametrize("name", ["s4", "s4d_bidirectional", "lssl"])
+def test_output_none_builds_without_projection(name):
+    mixer = layers.build(name, H, rngs=nnx.Rngs(0), output="none", **({"l_max": 32} if name == "s4" else {}))
+    x = jax.random.normal(jax.random.PRNGKey(6), (2, 16, H))
+    assert mixer(x).shape == x.shape and mixer.output.proj is None
+    if name == "lssl":
+        with pytest.raises(ValueError, match="output='none'.*channels=2"):
+            layers.build(name, H, rngs=nnx.Rngs(0), output="none", channels=2)

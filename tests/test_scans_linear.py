@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from seqmodels import scans
 from seqmodels.scans import reference
-from helpers import assert_close
+from helpers import assert_close, outputs_and_grads
 
 METHODS = ["sequential", "associative", "chunked"]
 
@@ -140,3 +140,45 @@ def test_bad_arguments_are_named():
         scans.linear_scan(jnp.ones(3), jnp.ones((2, 5, 3), jnp.int32))
     with pytest.raises(ValueError, match="chunk_size must be a positive int"):
         scans.linear_scan(jnp.ones(3), b, method="chunked", chunk_size=0)
+
+
+# diagonal_ssm: linear_scan of B̄ u with a time-invariant Ā, read out by C inside the scan.
+
+
+def diagonal_ssm_reference(A_bar, B_bar, C, u, h0, reverse=False):
+    h, h_last = reference.linear_scan(A_bar, B_bar[None, None] * u[..., None], h0, reverse=reverse)
+    return jnp.einsum("blhm,hm->blh", h, C).real, h_last
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("reverse", [False, True])
+def test_diagonal_ssm_matches_reference_float64(x64, method, reverse):
+    H, M = 3, 4
+    keys = jax.random.split(jax.random.key(30), 6)
+    cnormal = lambda k, shape: jax.random.normal(k, shape + (2,), jnp.float64) @ jnp.asarray([1.0, 1j])
+    A_bar = jax.random.uniform(keys[0], (H, M), jnp.float64, 0.5, 0.99) * jnp.exp(
+        1j * jax.random.uniform(keys[1], (H, M), jnp.float64, 0, 3))
+    B_bar, C, h0 = cnormal(keys[2], (H, M)), cnormal(keys[3], (H, M)), cnormal(keys[4], (2, H, M))
+    u = jax.random.normal(keys[5], (2, 37, H), jnp.float64)
+    fast = lambda *a: scans.diagonal_ssm(*a, reverse=reverse, method=method)
+    slow = lambda *a: diagonal_ssm_reference(*a, reverse=reverse)
+    (got, got_grads), (expected, expected_grads) = outputs_and_grads([fast, slow], (A_bar, B_bar, C, u, h0))
+    assert got[0].dtype == jnp.float64 and got[1].dtype == jnp.complex128
+    assert_close(got, expected, 1e-10, f"{method} outputs")
+    assert_close(got_grads, expected_grads, 1e-9, f"{method} gradients")
+
+
+def test_diagonal_ssm_real_coefficients_float32_and_bad_arguments():
+    A_bar = jnp.asarray([[0.9, 0.5], [0.7, -0.3]], jnp.float32)
+    B_bar, C = jnp.ones((2, 2), jnp.float32), jnp.asarray([[1.0, -2.0], [0.5, 3.0]], jnp.float32)
+    u = jax.random.normal(jax.random.key(31), (3, 9, 2))
+    y, h = scans.diagonal_ssm(A_bar, B_bar, C, u)
+    y_ref, h_ref = diagonal_ssm_reference(A_bar, B_bar, C, u, None)
+    assert y.dtype == jnp.float32 and h.dtype == jnp.float32
+    assert_close((y, h), (y_ref, h_ref), 1e-5)
+    with pytest.raises(ValueError, match=r"C must have shape \(2, 2\)"):
+        scans.diagonal_ssm(A_bar, B_bar, C[:, :1], u)
+    with pytest.raises(ValueError, match=r"u must have shape \(\*, \*, 2\)"):
+        scans.diagonal_ssm(A_bar, B_bar, C, u[..., :1])
+    with pytest.raises(ValueError, match="method must be one of"):
+        scans.diagonal_ssm(A_bar, B_bar, C, u, method="fft")

@@ -79,6 +79,8 @@ def check_all_methods(inputs, chunk_size, rtol=None, methods=METHODS, reference_
         ("none", 63, 16),
         ("head", 7, 64),  # one chunk shorter than chunk_size
         ("head", 63, 16),
+        ("none", 1, 16),  # one token: the step, no scan
+        ("head", 1, 16),
         ("feature", 1, 16),
         ("feature", 63, 16),  # one sub-chunk per chunk
         ("feature", 63, 64),  # one chunk of 63 = 63 sub-chunks of 1
@@ -174,6 +176,14 @@ def test_random_shapes(B, L, H, Dk, Dv, chunk_size, decay, with_s0, method, seed
     (o, S), expected = jax.jit(lambda xs: (fn(*xs), reference.linear_attention(*xs)))(inputs)
     assert o.shape == (B, L, H, Dv) and S.shape == (B, H, Dk, Dv)
     assert_close((o, S), expected)
+
+
+def test_one_token_is_a_step_without_a_scan():
+    """Decoding calls with L = 1 build no ``lax.scan`` (nothing to trace and compile per eager call)."""
+    for method in ("auto",) + METHODS:
+        jaxpr = str(jax.make_jaxpr(functools.partial(linear_attention, method=method))(
+            *make_inputs(9, B=2, L=1, H=2, Dk=3, Dv=2, decay="feature")))
+        assert "scan" not in jaxpr and "custom_vjp" not in jaxpr, method
 
 
 def test_zero_length_returns_initial_state():

@@ -193,3 +193,51 @@ def test_bad_arguments_are_named():
         scans.softmax_scan(scores, v, method="fast")
     with pytest.raises(ValueError, match="chunk_size must be a positive int"):
         scans.softmax_scan(scores, v, method="chunked", chunk_size=-1)
+
+
+# cumulative_logsumexp: the log normalizer of the running softmax, per channel.
+
+LOGSUMEXP_METHODS = ["sequential", "associative"]
+
+
+def logsumexp_inputs(seed, shape, dtype, start):
+    rng = np.random.default_rng(seed)
+    x = jnp.asarray(3.0 * rng.normal(size=shape), dtype)
+    z0 = None if start == "none" else jnp.asarray(rng.normal(size=shape[:1] + shape[2:]), dtype)
+    return x, z0
+
+
+@pytest.mark.parametrize("start", ["none", "given"])
+@pytest.mark.parametrize("method", LOGSUMEXP_METHODS)
+def test_cumulative_logsumexp_float64(x64, method, start):
+    x, z0 = logsumexp_inputs(20, (2, 37, 3, 2), jnp.float64, start)
+    x = x.at[0, 5].set(-jnp.inf)  # a masked step adds nothing
+    inputs = (x,) if z0 is None else (x, z0)
+    ref = value_and_vjp(reference.cumulative_logsumexp, *inputs)
+    fast = value_and_vjp(lambda *a: scans.cumulative_logsumexp(*a, method=method), *inputs)
+    assert_close(fast, ref, 1e-12, method)
+    # the definition, written out for one channel
+    expected = np.logaddexp.accumulate(np.concatenate([[-np.inf if z0 is None else z0[1, 2, 1]], x[1, :, 2, 1]]))
+    assert_close(fast[0][0][1, :, 2, 1], jnp.asarray(expected[1:]), 1e-12, method)
+
+
+@pytest.mark.parametrize("method", LOGSUMEXP_METHODS)
+def test_cumulative_logsumexp_float32_and_continuation(method):
+    x, z0 = logsumexp_inputs(21, (2, 50, 4), jnp.float32, "given")
+    x = x + 1e4  # large magnitudes: no overflow
+    whole, last = scans.cumulative_logsumexp(x, z0 + 1e4, method=method)
+    first, mid = scans.cumulative_logsumexp(x[:, :20], z0 + 1e4, method=method)
+    second, end = scans.cumulative_logsumexp(x[:, 20:], mid, method=method)
+    assert_close((jnp.concatenate([first, second], 1), end), (whole, last), 1e-6)
+    assert_close(whole, jnp.asarray(reference.cumulative_logsumexp(x, z0 + 1e4)[0]), 1e-6)
+    assert whole.dtype == jnp.float32 and bool(jnp.all(jnp.isfinite(whole)))
+
+
+def test_cumulative_logsumexp_bad_arguments_are_named():
+    x, z0 = logsumexp_inputs(22, (2, 5, 3), jnp.float32, "given")
+    with pytest.raises(ValueError, match=r"z0 must have shape \(2, 3\); got \(2,\)"):
+        scans.cumulative_logsumexp(x, z0[:, 0])
+    with pytest.raises(ValueError, match="method must be one of"):
+        scans.cumulative_logsumexp(x, method="chunked")
+    with pytest.raises(ValueError, match="x must have rank at least 2"):
+        scans.cumulative_logsumexp(x[0, 0])

@@ -132,7 +132,7 @@ def check_positive_int(name: str, value, *, even: bool = False) -> int:
     return value
 
 
-SSM_OUTPUTS = ("linear", "glu")
+SSM_OUTPUTS = ("linear", "glu", "none")
 
 
 class SSMOutput(nnx.Module):
@@ -144,6 +144,10 @@ class SSMOutput(nnx.Module):
         z   = GELU(y + D ⊙ u)                                 D: (H, M), y = K * u + D u
         out = W · flatten(z)                                  "linear": W: H·M → d_model
         out = a ⊙ σ(b),  [a, b] = W · flatten(z)              "glu":    W: H·M → 2·d_model
+        out = y + D ⊙ u                                       "none":   M = 1, the bare SSM
+
+``"none"`` leaves out the activation and the projection (no ``proj`` parameters), for
+users who put the SSM into a block of their own.
 
     The S4 block ("Efficiently Modeling Long Sequences with Structured State Spaces",
     Gu, Goel, Ré, 2022; state-spaces/s4 ``S4Block``: GELU, then ``Linear(H, 2H)`` + GLU)
@@ -156,14 +160,20 @@ class SSMOutput(nnx.Module):
 
     def __init__(self, d_model: int, channels: int = 1, *, output: str = "linear", rngs: nnx.Rngs):
         check_choice("output", output, SSM_OUTPUTS)
+        if output == "none" and channels != 1:
+            raise ValueError(f"output='none' (the bare SSM) needs one output channel per input channel; "
+                             f"got channels={channels}")
         self.output = output
         self.D = nnx.Param(jax.random.normal(rngs.params(), (d_model, channels), jnp.float32))
         width = 2 * d_model if output == "glu" else d_model
-        self.proj = Dense(d_model * channels, width, rngs=rngs)
+        self.proj = None if output == "none" else Dense(d_model * channels, width, rngs=rngs)
 
     def __call__(self, y: jax.Array, u: jax.Array) -> jax.Array:
         D = expand_to(self.D[...].astype(y.dtype), y.ndim)
-        z = jax.nn.gelu(y + u.astype(y.dtype)[..., None] * D, approximate=False)
+        z = y + u.astype(y.dtype)[..., None] * D
+        if self.proj is None:
+            return z[..., 0]
+        z = jax.nn.gelu(z, approximate=False)
         out = self.proj(z.reshape(z.shape[:-2] + (z.shape[-2] * z.shape[-1],)))
         if self.output == "glu":
             a, b = jnp.split(out, 2, axis=-1)

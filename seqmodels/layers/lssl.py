@@ -90,7 +90,7 @@ class LSSL(Mixer):
       dt_min, dt_max: range of the log-uniform ``Δ`` init.
       discretization: rule of ``ssm.discretize_dense`` (default ``"bilinear"``).
       mode: ``"conv"`` (Krylov kernel + FFT) or ``"scan"`` (``scans.matrix_scan``).
-      output: ``"linear"`` or ``"glu"`` (see ``common.SSMOutput``).
+      output: ``"linear"``, ``"glu"`` or ``"none"`` (the bare SSM, ``channels=1`` only; see ``common.SSMOutput``).
 
     Variables: ``A (N, N)``, ``B (N,)``, ``log_dt (H,)`` (SSMParam or SSMConstant),
     ``C (H, M, N)`` and ``output.*`` (Param).

@@ -12,7 +12,8 @@ Papers:
 
 Per channel ``h`` the layer runs ``x' = A x + B u_h``, ``y_h = C x + D u_h`` at step
 ``Δ_h`` and returns ``W · GELU(y + D ⊙ u)`` (``common.SSMOutput``; ``output="glu"``
-for the paper block's ``Linear(H, 2H)`` + GLU). ``state_size = N`` is the size of the
+for the paper block's ``Linear(H, 2H)`` + GLU; ``output="none"`` for the bare SSM
+``y + D ⊙ u``, without activation or projection, to go into a block of one's own). ``state_size = N`` is the size of the
 real state; it is stored as ``N/2`` complex modes, one per conjugate pair, and the real
 output is ``2·Re`` of the half system (s4's convention, ``ssm.kernels``).
 
@@ -26,8 +27,8 @@ Three evaluations of the same map, which agree to rounding (tests/test_s4.py):
   sums over all steps): to keep non-finite inputs isolated, use ``mode="scan"`` or
   ``step``, whose outputs before the step stay finite;
 * ``mode="scan"``: the discretized recurrence over the sequence (S4: ``scans.matrix_scan``
-  over the dense conjugate-doubled ``N × N`` system; S4D: ``scans.linear_scan`` over the
-  ``N/2`` complex modes);
+  over the dense conjugate-doubled ``N × N`` system; S4D: ``scans.diagonal_ssm`` over the
+  ``N/2`` complex modes, read out inside the scan);
 * ``step``: one token of the same recurrence (S4: ``O(N²)`` per channel, S4D: ``O(N)``),
   on the discrete system that ``init_state`` computed once (``SSMStepState``, below).
 
@@ -240,13 +241,15 @@ class _ConvSSM(Mixer):
                 return scans.fft_conv(u, _two_sided(K), causal=False)
             return scans.fft_conv(u, K[0].T)
         system = self.discrete_system()
-        b = self._input_term(system, u)
-        h, _ = self._recur(system.A_bar, b)
-        y = self._readout(system.C[0], h)
+        y = self._scan_outputs(system, u, system.C[0])
         if self.bidirectional:
-            h_rev, _ = self._recur(system.A_bar, b, reverse=True)
-            y = y + _shift_back(self._readout(system.C[1], h_rev))
+            y = y + _shift_back(self._scan_outputs(system, u, system.C[1], reverse=True))
         return y
+
+    def _scan_outputs(self, system: DiscreteSSM, u, C, reverse: bool = False):
+        """Scan mode for one direction: the states over the sequence, then the readout ``C``."""
+        h, _ = self._recur(system.A_bar, self._input_term(system, u), reverse=reverse)
+        return self._readout(C, h)
 
     def forward(self, x):
         return self.output(self.ssm_outputs(x).astype(x.dtype)[..., None], x)
@@ -299,7 +302,8 @@ class S4(_ConvSSM):
         spectrum) -- a control that isolates the low-rank term; ``P`` is still trained.
       dt_min, dt_max: range of the log-uniform ``Δ`` init.
       mode: ``"conv"`` (kernel + FFT) or ``"scan"`` (dense recurrence); same outputs.
-      output: ``"linear"`` (``Dense(H, H)``) or ``"glu"`` (``Dense(H, 2H)`` + GLU).
+      output: ``"linear"`` (``Dense(H, H)``), ``"glu"`` (``Dense(H, 2H)`` + GLU) or ``"none"``
+        (the bare SSM ``y = K * u + D ⊙ u``).
 
     Parameters: ``log_A_real, A_imag (K, M)``, ``P (K, R, M, 2)``, ``B (K, M, 2)``,
     ``log_dt (H,)`` -- SSMParam; ``C_tilde (dirs, H, M, 2)``, ``output.*`` -- Param.
@@ -393,7 +397,8 @@ class S4D(_ConvSSM):
         ``d_model``; None: one per channel). See the module docstring.
       dt_min, dt_max: range of the log-uniform ``Δ`` init.
       mode: ``"conv"`` (Vandermonde kernel + FFT) or ``"scan"`` (``scans.linear_scan``).
-      output: ``"linear"`` or ``"glu"``.
+      output: ``"linear"``, ``"glu"`` or ``"none"`` (the bare SSM ``y = K * u + D ⊙ u``:
+        no GELU, no projection).
 
     Parameters: ``log_A_real, A_imag (K, M)``, ``B (K, M, 2)``, ``log_dt (H,)`` --
     SSMParam; ``C (dirs, H, M, 2)``, ``output.*`` -- Param.
@@ -442,6 +447,13 @@ class S4D(_ConvSSM):
     @staticmethod
     def _readout(C, h: Inexact[Array, "... H M"]):
         return 2.0 * jnp.einsum("...hn,hn->...h", h, C).real
+
+    def _scan_outputs(self, system: DiscreteSSM, u, C, reverse: bool = False):
+        """``scans.diagonal_ssm``: the readout inside the scan, no ``(B, L, H, M)`` states
+        (20× faster on CPU); under sequence parallelism the shardable ``linear_scan`` path."""
+        if scans.sequence_parallel_active():
+            return super()._scan_outputs(system, u, C, reverse)
+        return scans.diagonal_ssm(system.A_bar, system.B_bar, 2.0 * C, u, reverse=reverse)[0]
 
 
 @register("s4d_bidirectional", example_options={"state_size": 8})

@@ -20,6 +20,7 @@ from .conv import fft_conv as fft_conv
 from .delta import delta_rule as _delta_rule
 from .grid import GRID_METHODS as GRID_METHODS
 from .grid import grid_scan as grid_scan
+from .linear import diagonal_ssm as diagonal_ssm
 from .linear import linear_scan as _linear_scan
 from .linear_attention import METHODS as LINEAR_ATTENTION_METHODS
 from .linear_attention import linear_attention as _linear_attention
@@ -30,10 +31,14 @@ from .parallel import shardable as _shardable
 from .plstm import plstm_scan as _plstm_scan
 from .recurrent import nonlinear_scan as nonlinear_scan
 from .reference import SoftmaxState as SoftmaxState
+from .softmax import CUMULATIVE_LOGSUMEXP_METHODS as CUMULATIVE_LOGSUMEXP_METHODS
+from .softmax import cumulative_logsumexp as cumulative_logsumexp
 from .softmax import softmax_scan as _softmax_scan
 
 # One wrapper per recurrence, applied here where they are exported, so that every
 # layer calling ``scans.<name>`` is sequence-parallel without a change of its own.
+# ``diagonal_ssm`` and ``cumulative_logsumexp`` are not wrapped: under sequence
+# parallelism their time axis is gathered (S4D's scan mode then takes ``linear_scan``).
 linear_scan = _shardable(_linear_scan)
 matrix_scan = _shardable(_matrix_scan)
 softmax_scan = _shardable(_softmax_scan)

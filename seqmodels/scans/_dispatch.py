@@ -34,6 +34,7 @@ _ACCELERATOR_CHOICE = {
     "linear_scan": "associative",
     "matrix_scan": "associative",
     "softmax_scan": "associative",
+    "cumulative_logsumexp": "associative",
     "linear_attention": "chunked",
     "delta_rule": "chunked",
     "plstm_scan": "chunked",

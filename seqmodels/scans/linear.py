@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Bool, Inexact
+from jaxtyping import Array, Bool, Float, Inexact
 
 from . import _checks
 from ._dispatch import resolve_method
@@ -171,3 +171,64 @@ def _chunked(a, b, h0, chunk_size):
     h = local_h + prods * carries[None]
     h = jnp.moveaxis(h, 0, 2).reshape((B, n * C) + feat)[:, :L]
     return h, h_last
+
+
+def diagonal_ssm(A_bar: Inexact[Array, "H M"], B_bar: Inexact[Array, "H M"], C: Inexact[Array, "H M"],
+                 u: Float[Array, "B L H"], h0: Inexact[Array, "B H M"] | None = None, *, reverse: bool = False,
+                 method: str = "auto") -> tuple[Float[Array, "B L H"], Inexact[Array, "B H M"]]:
+    """A time-invariant diagonal SSM per channel, read out as it runs:
+    ``h_t = Ā ⊙ h_{t-1} + B̄ u_t`` (``M`` modes per channel), ``y_t = Re Σ_m C_m h_{t,m}``.
+
+    ``linear_scan`` followed by the readout would write every state ``(B, L, H, M)``
+    (complex) and read it back; ``method="sequential"`` (CPU's ``"auto"``) instead reads
+    the output out inside the ``lax.scan`` step, in real arithmetic on ``(Re, Im)``
+    pairs, so only ``(B, L, H)`` outputs leave the loop (S4D at B = 8, L = 1024, H = 256,
+    M = 32 on CPU: 181 ms against 3.5 s; the FFT convolution takes 281 ms). The other
+    methods run ``linear_scan`` with that method, then the readout.
+
+    Args:
+      A_bar, B_bar, C: ``(H, M)``, real or complex.
+      u: inputs ``(B, L, H)``, real.
+      h0: initial state ``(B, H, M)``; zeros if None.
+      reverse: run from ``t = L-1`` down to 0.
+      method: ``"auto" | "sequential" | "associative" | "chunked"`` (see :func:`linear_scan`).
+
+    Returns:
+      ``(y, h_last)``: outputs ``(B, L, H)`` in ``u``'s dtype promoted with the real dtype
+      of the coefficients, and the state after the last step processed ``(B, H, M)`` in
+      the accumulation dtype.
+    """
+    for name, x in (("A_bar", A_bar), ("B_bar", B_bar), ("C", C)):
+        _checks.check_floating(name, x, allow_complex=True)
+        _checks.check_ndim(name, x, 2, "(channels, modes)")
+    _checks.check_shape("B_bar", B_bar, A_bar.shape)
+    _checks.check_shape("C", C, A_bar.shape)
+    _checks.check_floating("u", u)
+    _checks.check_ndim("u", u, 3, "(batch, length, channels)")
+    _checks.check_shape("u", u, (None, None, A_bar.shape[0]))
+    if h0 is not None:
+        _checks.check_floating("h0", h0, allow_complex=True)
+        _checks.check_shape("h0", h0, (u.shape[0],) + A_bar.shape)
+    _checks.check_method(method, _checks.METHODS)
+    state_dtype = _checks.accumulation_dtype(A_bar, B_bar, u, *([] if h0 is None else [h0]))
+    real = jnp.finfo(state_dtype).dtype
+    out_dtype = jnp.promote_types(jnp.result_type(u), jnp.finfo(jnp.result_type(A_bar, B_bar, C)).dtype)
+    h0 = jnp.zeros((u.shape[0],) + A_bar.shape, state_dtype) if h0 is None else jnp.asarray(h0, state_dtype)
+    if u.shape[1] == 0:
+        return jnp.zeros(u.shape, out_dtype), h0
+    if resolve_method("linear_scan", method, u.shape) != "sequential":
+        b = jnp.asarray(B_bar, state_dtype)[None, None] * u.astype(real)[..., None]
+        h, h_last = linear_scan(A_bar, b, h0, reverse=reverse, method=method)
+        return jnp.einsum("blhm,hm->blh", h, jnp.asarray(C, h.dtype)).real.astype(out_dtype), h_last
+    parts = lambda x: (jnp.real(x).astype(real), jnp.imag(jnp.asarray(x, state_dtype)).astype(real))
+    (a_re, a_im), (b_re, b_im), (c_re, c_im) = (tuple(p[None] for p in parts(x)) for x in (A_bar, B_bar, C))
+
+    def step(h, u_t):
+        h_re, h_im = h
+        u_t = u_t[..., None]
+        h_re, h_im = a_re * h_re - a_im * h_im + b_re * u_t, a_re * h_im + a_im * h_re + b_im * u_t
+        return (h_re, h_im), jnp.sum(c_re * h_re - c_im * h_im, axis=-1)  # Re(C h)
+
+    (h_re, h_im), y = jax.lax.scan(step, parts(h0), jnp.moveaxis(u.astype(real), 1, 0), reverse=reverse)
+    h_last = jax.lax.complex(h_re, h_im) if jnp.issubdtype(state_dtype, jnp.complexfloating) else h_re
+    return jnp.moveaxis(y, 0, 1).astype(out_dtype), h_last.astype(state_dtype)

@@ -117,6 +117,9 @@ def linear_attention(q: Float[Array, "B L H Dk"], k: Float[Array, "B L H Dk"], v
 
     method = resolve_method("linear_attention", method)
     C = chunk_size or DEFAULT_CHUNK_SIZE
+    if L == 1:  # one token (decoding): the step itself, no scan to trace and compile
+        S, o = _step(S0, (q[:, 0], k[:, 0], v[:, 0], None if g is None else _decay(g)[:, 0]))
+        return o[:, None].astype(out_dtype), S
     if method == "sequential":
         o, S = _sequential(q, k, v, g, S0)
     elif method == "chunked":
@@ -130,19 +133,23 @@ def linear_attention(q: Float[Array, "B L H Dk"], k: Float[Array, "B L H Dk"], v
 def _sequential(q, k, v, g, S0):
     """``lax.scan`` over time-major copies; the decay is exponentiated once, outside."""
     time_major = lambda x: jnp.moveaxis(x, 1, 0)
-    # decay reshaped to the state's rank: (L, B, H, 1, 1) per head, (L, B, H, Dk, 1) per feature
-    a = None if g is None else jnp.exp(g).reshape(g.shape + (1,) * (5 - g.ndim))
-
-    def step(S, inputs):
-        q_t, k_t, v_t, a_t = inputs
-        if a_t is not None:
-            S = a_t * S
-        S = S + k_t[..., :, None] * v_t[..., None, :]
-        return S, jnp.einsum("bhkv,bhk->bhv", S, q_t)
-
-    xs = (time_major(q), time_major(k), time_major(v), None if a is None else time_major(a))
-    S, o = jax.lax.scan(step, S0, xs)
+    xs = (time_major(q), time_major(k), time_major(v), None if g is None else time_major(_decay(g)))
+    S, o = jax.lax.scan(_step, S0, xs)
     return time_major(o), S
+
+
+def _decay(g):
+    """``exp(g)`` reshaped to the state's rank: ``(B, L, H, 1, 1)`` per head, ``(B, L, H, Dk, 1)`` per feature."""
+    return jnp.exp(g).reshape(g.shape + (1,) * (5 - g.ndim))
+
+
+def _step(S, inputs):
+    """One step: ``S ← a ⊙ S + k vᵀ``, ``o = Sᵀ q``; returns ``(S, o)``."""
+    q_t, k_t, v_t, a_t = inputs
+    if a_t is not None:
+        S = a_t * S
+    S = S + k_t[..., :, None] * v_t[..., None, :]
+    return S, jnp.einsum("bhkv,bhk->bhv", S, q_t)
 
 
 def _chunked(q, k, v, g, S0, chunk_size):

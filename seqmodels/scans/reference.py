@@ -157,6 +157,27 @@ def softmax_scan(scores, v, state=None):
     return _time_loop(step, state, (scores, v), reverse=False)
 
 
+def cumulative_logsumexp(x, z0=None):
+    """``z_t = log(exp(z_{t-1}) + exp(x_t))`` along axis 1, from ``z0`` (``-inf`` if None);
+    the running max and the sum of ``exp(x_i − max)`` are carried (the normalizer of
+    :func:`softmax_scan`), so nothing is formed by ``logaddexp``."""
+    dtype = accumulation_dtype(x)
+    x = jnp.asarray(x, dtype)
+    start = jnp.full(x.shape[:1] + x.shape[2:], -jnp.inf, dtype) if z0 is None else jnp.asarray(z0, dtype)
+    m0 = start
+    u0 = jnp.where(jnp.isneginf(start), 0.0, 1.0).astype(dtype)
+
+    def step(carry, x_t):
+        m, u = carry
+        m_new = jnp.maximum(m, x_t)
+        m_safe = jnp.where(jnp.isneginf(m_new), 0.0, m_new)
+        u = u * jnp.exp(m - m_safe) + jnp.exp(x_t - m_safe)
+        return (m_new, u), m_new + jnp.log(u)
+
+    z, (m, u) = _time_loop(step, (m0, u0), x, reverse=False)
+    return z, m + jnp.log(u)
+
+
 def fft_conv(u, kernel, *, causal=True):
     """Direct convolution along time, for checking ``scans.fft_conv``.
 

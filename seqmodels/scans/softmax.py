@@ -23,6 +23,14 @@ Methods: ``"sequential"`` (``lax.scan`` of the RNN step), ``"associative"``
 (``lax.associative_scan`` of the operator) and ``"chunked"`` (inside a chunk of C steps
 the local states are a masked ``C × C`` softmax-weight matrix times the values -- one
 matmul -- then a sequential scan of chunk states and a fix-up ``carry ∘ local_t``).
+
+:func:`cumulative_logsumexp` is the log of this scan's normalizer alone,
+``z_t = log Σ_{i≤t} exp(x_i) = m_t + log u_t``, for independent channels (LightNet's
+per-key-feature running softmax). XLA's own ``lax.cumlogsumexp`` lowers on CPU to
+``reduce_window`` passes (after XLA's rewrite: windows of 16, 16 and 4 steps for
+``L = 1024``), about 36 scalar ``logaddexp`` evaluations per element: 490 ms at
+``(4, 1024, 8, 32)`` against 3.5 ms for the sequential scan of
+``z_t = logaddexp(z_{t-1}, x_t)``.
 """
 
 from __future__ import annotations
@@ -110,6 +118,51 @@ def softmax_scan(scores: Float[Array, "B L *heads"], v: Float[Array, "B L *heads
         m.reshape(heads_shape), z[..., -1].reshape(heads_shape), z[..., :-1].reshape(heads_shape + (Dv,))
     )
     return o, final
+
+
+CUMULATIVE_LOGSUMEXP_METHODS = ("auto", "sequential", "associative")
+
+
+def cumulative_logsumexp(x: Float[Array, "B L *S"], z0: Float[Array, "B *S"] | None = None, *,
+                         method: str = "auto") -> tuple[Float[Array, "B L *S"], Float[Array, "B *S"]]:
+    """``z_t = log(exp(z0) + Σ_{i≤t} exp(x_i))`` along axis 1, every other axis independent.
+
+    Args:
+      x: ``(B, L, *S)``; ``-inf`` entries add nothing.
+      z0: the log-sum-exp of earlier steps ``(B, *S)``; ``-inf`` (none) if None.
+      method: ``"auto" | "sequential" | "associative"``: a ``lax.scan`` of
+        ``z_t = logaddexp(z_{t-1}, x_t)`` (CPU's ``"auto"``) or ``lax.associative_scan``
+        of ``logaddexp`` (accelerators' ``"auto"``).
+
+    Returns:
+      ``(z, z_L)``: ``(B, L, *S)`` in ``x``'s dtype promoted with ``z0``'s, and the last
+      step ``(B, *S)`` in the accumulation dtype (float32 or wider). Gradients are
+      finite wherever ``z`` is (``jnp.logaddexp`` differentiates ``-inf`` operands to 0).
+    """
+    _checks.check_floating("x", x)
+    _checks.check_min_ndim("x", x, 2, "(batch, length, ...)")
+    if z0 is not None:
+        _checks.check_floating("z0", z0)
+        _checks.check_shape("z0", z0, x.shape[:1] + x.shape[2:])
+    _checks.check_method(method, CUMULATIVE_LOGSUMEXP_METHODS)
+    optional = () if z0 is None else (z0,)
+    out_dtype = jnp.result_type(x, *optional)
+    acc = _checks.accumulation_dtype(x, *optional)
+    x = jnp.asarray(x, acc)
+    first = jnp.full(x.shape[:1] + x.shape[2:], -jnp.inf, acc) if z0 is None else jnp.asarray(z0, acc)
+    if x.shape[1] == 0:
+        return x.astype(out_dtype), first
+    if resolve_method("cumulative_logsumexp", method) == "sequential":
+        def step(z, x_t):
+            z = jnp.logaddexp(z, x_t)
+            return z, z
+
+        last, z = jax.lax.scan(step, first, jnp.moveaxis(x, 1, 0))
+        z = jnp.moveaxis(z, 0, 1)
+    else:
+        z = jax.lax.associative_scan(jnp.logaddexp, x.at[:, 0].set(jnp.logaddexp(first, x[:, 0])), axis=1)
+        last = z[:, -1]
+    return z.astype(out_dtype), last
 
 
 def _safe(m):

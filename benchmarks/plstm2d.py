@@ -1,6 +1,6 @@
 """pLSTM 2-D memory benchmark: one ``plstm2d`` layer forward+backward, fused wavefront vs per-cell states.
 
-    python -m benchmarks.plstm2d            # B = 8, d_model = 128: 32 × 32 and 64 × 64; timing at 16 × 16, B = 2, d64
+    python -m benchmarks.plstm2d            # B = 8, d_model = 128: 32 × 32, 64 × 64; timing 16 × 16, B = 2, d64
     python -m benchmarks.plstm2d --quick    # B = 2, d_model = 32: 8 × 8 and 16 × 16; timing at 8 × 8
     python -m benchmarks.plstm2d --run      # also run the fused 64 × 64 case once in a subprocess (peak RSS)
 

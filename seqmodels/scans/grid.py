@@ -238,10 +238,10 @@ def plstm_grid_scan(q: Float[Array, "B X Y H Dk"], k: Float[Array, "B X Y H Dk"]
     shared = {"q": q, "k": k, "v": v}
     own = {name: (a if stacked else a[None]) for name, a in {**gates, **transitions}.items() if a is not None}
 
-    def transit(inp, name, C):  # T acting on the transition axis of C (B, X, H, Dk, Dv, N)
-        if name not in inp:
-            return jnp.zeros_like(C)
-        return jnp.einsum("...ij,...dvj->...dvi", inp[name], C, precision=_HIGHEST)
+    def propagated(inp, terms, b):  # Σ T C over the present transitions (on C's last axis), then + b
+        parts = [jnp.einsum("...ij,...dvj->...dvi", inp[name], C, precision=_HIGHEST)
+                 for name, C in terms if name in inp]
+        return sum(parts[1:], parts[0]) + b if parts else b
 
     def read(q_, mark, C):
         return jnp.einsum("...d,...i,...dvi->...v", q_, mark, C, precision=_HIGHEST)
@@ -252,8 +252,8 @@ def plstm_grid_scan(q: Float[Array, "B X Y H Dk"], k: Float[Array, "B X Y H Dk"]
         cu = Cd_prev                     # Cd(x, y-1): slot x of the previous diagonal
         h = read(inp["q"], inp["mark_l"], cl) + read(inp["q"], inp["mark_u"], cu)
         kv = inp["k"][..., :, None, None] * inp["v"][..., None, :, None]
-        Cr = transit(inp, "T_rl", cl) + transit(inp, "T_ru", cu) + kv * inp["source_r"][..., None, None, :]
-        Cd = transit(inp, "T_du", cu) + transit(inp, "T_dl", cl) + kv * inp["source_d"][..., None, None, :]
+        Cr = propagated(inp, (("T_rl", cl), ("T_ru", cu)), kv * inp["source_r"][..., None, None, :])
+        Cd = propagated(inp, (("T_du", cu), ("T_dl", cl)), kv * inp["source_d"][..., None, None, :])
         return (_keep(keep, Cr), _keep(keep, Cd)), h
 
     def segment(carry, xs):

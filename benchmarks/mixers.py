@@ -1,7 +1,7 @@
 """Mixer benchmark: train-step time and peak memory of every registered mixer against length.
 
     python -m benchmarks.mixers                    # B = 8, d_model = 256, L ∈ {256, 1k, 4k, 16k}
-    python -m benchmarks.mixers --quick            # B = 2, d_model = 32, L ∈ {128, 512}, 7 mixers
+    python -m benchmarks.mixers --quick            # B = 2, d_model = 32, L ∈ {128, 512}, 8 mixers
     python -m benchmarks.mixers --only s5 attention
 
 One train step is the forward pass of the mixer alone, the loss ``mean(y²)`` (plus the
@@ -11,8 +11,8 @@ moves its centroids). Each mixer is built with its paper defaults at this width
 (``--quick``: the small ``example_options`` of the registry, made for tiny widths);
 ``s4``/``s4_bidirectional`` get ``l_max = L``, the training length, as their
 docstring asks. ``--quick`` runs one mixer per family (``QUICK_MIXERS``: the attention
-baseline, a diagonal SSM, a matrix-state, a routing, a bidirectional, a 2-D and the
-video mixer) unless ``--only`` names others; the full run takes every registered mixer.
+baseline, a diagonal SSM, a matrix-state, a routing, a bidirectional, the 1-D and 2-D
+pLSTM and the video mixer) unless ``--only`` names others; the full run takes every registered mixer.
 
 The step is compiled first (``_common.compile_stats``: compile time and XLA's
 peak-memory estimate, nothing executed), then run once as a warm-up and timed: the
@@ -54,7 +54,7 @@ from ._common import (GiB, budgeted_seconds, compile_stats, format_bytes, growth
 VIDEO_FRAMES = 16
 # --quick (and --smoke) without --only: one mixer per family, so that CI stays in minutes
 # (every registered mixer costs a few seconds of compilation per case on 2 cores).
-QUICK_MIXERS = ("attention", "s5", "deltanet", "routing", "hydra", "plstm2d", "convs5")
+QUICK_MIXERS = ("attention", "s5", "deltanet", "routing", "hydra", "plstm", "plstm2d", "convs5")
 # The full run (time-boxed on a shared 2-core CPU) leaves out ``X_bidirectional`` when ``X`` is measured:
 # the same recurrence run in both directions (about twice ``X``'s time, same growth in L).
 FULL_SKIPS_TWINS = True

@@ -7,7 +7,8 @@
 
 Suites (each its own module with ``main(argv=None)``, runnable alone as
 ``python -m benchmarks.<suite>``): ``scans`` (every method of every scan), ``memory``
-(matrix-state forward+backward peak memory), ``mixers`` (train-step time and memory of
+(matrix-state forward+backward peak memory), ``plstm2d`` (the 2-D pLSTM layer's
+forward+backward peak, fused vs per-cell states), ``mixers`` (train-step time and memory of
 every mixer against length), ``generate`` (``step`` latency against context length),
 ``compile`` (compile time of a 4-layer model train step), ``routing`` (routing vs local
 vs full attention), ``delta`` (chunked vs sequential delta rule), ``hydra`` (the Hydra
@@ -45,10 +46,11 @@ import traceback
 
 from ._common import RESULTS_ENV, machine, results_dir, verdict
 
-SUITES = ("scans", "memory", "mixers", "generate", "compile", "routing", "delta", "hydra", "parallel", "accelerator")
+SUITES = ("scans", "memory", "plstm2d", "mixers", "generate", "compile", "routing", "delta", "hydra", "parallel",
+          "accelerator")
 NOT_IN_ALL = ("accelerator",)                      # device-sized: run only when named
 TAKES_MIXERS = ("mixers", "generate", "compile")   # suites that accept --only <mixer names>
-HAS_SMOKE = ("scans", "memory", "mixers", "generate", "compile", "accelerator")
+HAS_SMOKE = ("scans", "memory", "plstm2d", "mixers", "generate", "compile", "accelerator")
 OPTIONAL = ("delta", "hydra", "parallel")                 # written separately: skipped when missing
 # Full-size runs (time-boxed on a shared 2-core CPU): shorter per-case limits for the mixer suites, fewer
 # timed calls for routing and L ≤ 8k (its full attention at L = 16k took ~17 GiB of host memory and was

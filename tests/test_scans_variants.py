@@ -23,7 +23,7 @@ from seqmodels.scans import reference
 B, L, H, DK, DV = 2, 13, 3, 4, 5
 TOLERANCE = dict(rtol=1e-5, atol=1e-5)
 PUBLIC_SCANS = ("linear_scan", "matrix_scan", "linear_attention", "softmax_scan", "delta_rule",
-                "grid_scan", "fft_conv", "nonlinear_scan")
+                "grid_scan", "plstm_grid_scan", "fft_conv", "nonlinear_scan")
 
 
 def normals(seed: int, *shapes):

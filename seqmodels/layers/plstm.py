@@ -14,7 +14,8 @@ transition acts while passing through a node. It runs through ``scans.plstm_scan
 chunkwise: a gating matrix per chunk and one carried state per chunk boundary.
 
 2-D (``plstm2d``, images ``(B, X, Y, d)``): every cell has a right state ``Cr`` and a
-down state ``Cd`` (``scans.grid_scan``)::
+down state ``Cd`` (``scans.grid_scan``; the layer runs ``scans.plstm_grid_scan``, which
+reads ``h`` inside the wavefront and never stores a state per cell)::
 
     Cr(x,y) = T_rl Cr(x-1,y) + T_ru Cd(x,y-1) + S_r ⊗ kvᵀ
     Cd(x,y) = T_du Cd(x,y-1) + T_dl Cr(x-1,y) + S_d ⊗ kvᵀ
@@ -37,11 +38,12 @@ down state ``Cd`` (``scans.grid_scan``)::
     defined (N > 1) or not bounded (``λ < 0``). It damps propagation along y by ``1 - o``
     per step instead of ``≈ 1``.
 
-  Coupled: wavefront scan.
+  Coupled: a wavefront over anti-diagonals (``scans.plstm_grid_scan``).
 * D-mode (diffusive distribution): independent ``S_r, S_d, T_rl, T_du, M_l, M_u`` and one
   cross transition ``T_×``; chirality "L" sets ``T_ru = T_×, T_dl = 0`` ("R": the reverse),
   so every pair of cells is joined by one path and the grid scan factorizes into a
-  scan along y, then one along x.
+  scan along y, then one along x (``method="factorized"``; the default fused wavefront
+  runs D-mode like P-mode, with the absent transition left out).
 * Four orientations (identity, flip x, flip y, flip both: orientation ``j`` reverses
   x if ``j & 1`` and y if ``j & 2``) with their own gates; their propagated terms are
   summed and the direct term added once (upstream's fused layer). Unlike upstream's
@@ -72,7 +74,11 @@ from .common import Dense, RMSNorm, check_positive_int, expand_to
 
 _HIGHEST = jax.lax.Precision.HIGHEST
 ORIENTATIONS = 4
+# orientation j reverses x if j & 1 and y if j & 2
+ORIENTATION_REVERSES = tuple((bool(j & 1), bool(j & 2)) for j in range(ORIENTATIONS))
 PMODE_SPLITS = ("upstream", "scaled")
+# plstm_2d's algorithms: the bounded-memory fused wavefront, or grid_scan's states then the read-out
+PLSTM2D_METHODS = ("auto", "fused", "factorized", "wavefront")
 
 
 # --------------------------------------------------------------------------- cores
@@ -119,27 +125,45 @@ def plstm_1d(q, k, v, source, transition, mark, direct, initial_state=None, *, q
 
 
 def plstm_2d(q, k, v, source_r, source_d, T_rl, T_ru, T_dl, T_du, mark_l, mark_u, direct=None, *,
-             reverse=(False, False), qk_scale=None, method="auto"):
-    """The 2-D pLSTM grid recurrence (module docstring) for one orientation, all heads.
+             reverse=(False, False), qk_scale=None, method="auto", segment_size=None):
+    """The 2-D pLSTM grid recurrence (module docstring), all heads, summed over orientations.
 
     Args:
       q, k: ``(B, X, Y, H, Dk)``; v: ``(B, X, Y, H, Dv)``.
       source_r, source_d, mark_l, mark_u: ``(B, X, Y, H, N)``.
       T_rl, T_ru, T_dl, T_du: ``(B, X, Y, H, N, N)`` or None (zero; D-mode).
-      direct: ``(B, X, Y, H)``, or None to leave the direct term out (the layer adds it
-        once over all orientations).
-      reverse: ``(rx, ry)``: the orientation, see ``scans.grid_scan``.
+      direct: ``(B, X, Y, H)``, or None to leave the direct term out.
+      reverse: ``(rx, ry)``: the orientation, see ``scans.grid_scan``; or a tuple of ``O``
+        such pairs, the gates then with a leading axis of ``O`` orientations whose
+        propagated terms are summed (the direct term is added once).
+      method: one of ``PLSTM2D_METHODS``. ``"fused"`` (and ``"auto"``):
+        ``scans.plstm_grid_scan``, the read-out inside the wavefront and a rematerialized
+        backward pass, memory of a few diagonals of states, one orientation at a time;
+        ``"wavefront"`` / ``"factorized"``: ``scans.grid_scan``'s states on every cell's
+        incoming edges, ``(B, X, Y, H, Dk, Dv, N)`` twice per orientation, then the
+        read-out (memory of every cell's state, several times over in the backward pass;
+        kept as the plain composition of the two steps, and as the fast path for tiny
+        grids).
+      segment_size: diagonals per rematerialized segment of ``"fused"`` (None: ``⌈√(X+Y-1)⌉``).
 
     Returns ``h``: ``(B, X, Y, H, Dv)``.
     """
-    def per_state(T):
-        return None if T is None else T[..., None, None, :, :]        # (B, X, Y, H, 1, 1, N, N)
-
-    (c_left, c_up), _ = scans.grid_scan(
-        _outer_source(source_r, k, v), _outer_source(source_d, k, v),
-        per_state(T_rl), per_state(T_ru), per_state(T_dl), per_state(T_du),
-        reverse=reverse, exclusive=True, method=method)
-    h = _mark_term(q, mark_l, c_left) + _mark_term(q, mark_u, c_up)
+    if method not in PLSTM2D_METHODS:
+        raise ValueError(f"method must be one of {PLSTM2D_METHODS}; got {method!r}")
+    gates = (source_r, source_d, T_rl, T_ru, T_dl, T_du, mark_l, mark_u)
+    if method in ("auto", "fused"):
+        h = scans.plstm_grid_scan(q, k, v, *gates, reverse=reverse, segment_size=segment_size)
+    else:
+        stacked = len(reverse) > 0 and isinstance(reverse[0], (tuple, list))
+        orientations = [(pair, [None if g is None else g[j] for g in gates]) for j, pair in enumerate(reverse)] \
+            if stacked else [(reverse, gates)]
+        h = 0.0
+        for pair, (S_r, S_d, *Ts, M_l, M_u) in orientations:
+            (c_left, c_up), _ = scans.grid_scan(
+                _outer_source(S_r, k, v), _outer_source(S_d, k, v),
+                *(None if T is None else T[..., None, None, :, :] for T in Ts),    # (B, X, Y, H, 1, 1, N, N)
+                reverse=pair, exclusive=True, method=method)
+            h = h + _mark_term(q, M_l, c_left) + _mark_term(q, M_u, c_up)
     if direct is not None:
         h = h + _direct_term(q, k, v, direct)
     return h * _qk_scale(q, qk_scale)
@@ -285,7 +309,7 @@ class PLSTM2D(Mixer):
     """2-D pLSTM over images ``(batch, X, Y, d)``, P-mode or D-mode, four orientations."""
 
     option_choices = {"mode": ("P", "D"), "chirality": ("L", "R"), "pmode_split": PMODE_SPLITS,
-                      "method": scans.GRID_METHODS}
+                      "method": PLSTM2D_METHODS}
     option_ranges = {"qk_scale": POSITIVE}
     causal = False
     spatial_ndim = 2
@@ -293,7 +317,8 @@ class PLSTM2D(Mixer):
     def __init__(self, d_model: int, *, num_heads: int = 1, transition_dim: int = 1, mode: str = "P",
                  chirality: str = "L", pmode_split: str = "upstream", orientation_scale: float = 0.5,
                  source_bias: float = -4.0, mark_bias: float = -4.0, direct_bias: float = -6.0,
-                 qk_scale: float | None = None, method: str = "auto", rngs: nnx.Rngs):
+                 qk_scale: float | None = None, method: str = "auto", segment_size: int | None = None,
+                 rngs: nnx.Rngs):
         self.d_model = d_model
         self.transition_dim = check_positive_int("transition_dim", transition_dim)
         if mode == "P" and pmode_split == "upstream" and transition_dim != 1:
@@ -303,7 +328,7 @@ class PLSTM2D(Mixer):
                                                             direct_bias=direct_bias)
         self.mode, self.chirality, self.pmode_split = mode, chirality, pmode_split
         self.orientation_scale = orientation_scale
-        self.qk_scale, self.method = qk_scale, method
+        self.qk_scale, self.method, self.segment_size = qk_scale, method, segment_size
         self.heads = _Heads(d_model, num_heads, rngs=rngs)
         H, N, O = num_heads, transition_dim, ORIENTATIONS
         self.direct = _Gate(d_model, (H,), direct_bias, input_dependent=False)
@@ -349,9 +374,8 @@ class PLSTM2D(Mixer):
 
     def forward(self, x):
         q, k, v = self.heads.qkv(x)
-        h = 0.0
-        for j, (S_r, S_d, T_rl, T_ru, T_dl, T_du, M_l, M_u) in enumerate(self._orientation_gates(x)):
-            h = h + plstm_2d(q, k, v, S_r, S_d, T_rl, T_ru, T_dl, T_du, M_l, M_u,
-                             reverse=(bool(j & 1), bool(j & 2)), qk_scale=self.qk_scale, method=self.method)
-        h = h + _direct_term(q, k, v, self.direct(x)) * _qk_scale(q, self.qk_scale)
+        gates = [None if parts[0] is None else jnp.stack(parts)               # (O, ...) per gate
+                 for parts in zip(*self._orientation_gates(x))]
+        h = plstm_2d(q, k, v, *gates, self.direct(x), reverse=ORIENTATION_REVERSES, qk_scale=self.qk_scale,
+                     method=self.method, segment_size=self.segment_size)
         return self.heads.output(h, x.dtype)

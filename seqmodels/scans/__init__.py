@@ -20,6 +20,7 @@ from .conv import fft_conv as fft_conv
 from .delta import delta_rule as _delta_rule
 from .grid import GRID_METHODS as GRID_METHODS
 from .grid import grid_scan as grid_scan
+from .grid import plstm_grid_scan as plstm_grid_scan
 from .linear import diagonal_ssm as diagonal_ssm
 from .linear import linear_scan as _linear_scan
 from .linear_attention import METHODS as LINEAR_ATTENTION_METHODS

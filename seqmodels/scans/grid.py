@@ -28,10 +28,23 @@ Algorithms (``method``):
   skewed ``(X + Y - 1) × X`` layout, ``X + Y - 1`` sequential steps).
 * ``"auto"``: factorized where it applies, else the wavefront.
 
+``grid_scan`` returns the states of every cell, ``(B, X, Y, ..., N)`` twice: with pLSTM's
+matrix states that is ``B·X·Y·H·Dk·Dv·N`` floats per edge (2 GiB at B = 8, 64 × 64,
+one head of 128 × 128), and its backward pass keeps several such arrays.
+``plstm_grid_scan`` is pLSTM's whole 2-D read-out in bounded memory instead: the
+wavefront with ``S ⊗ k vᵀ`` formed and the marks read inside each step, the
+orientations one after another, and a backward pass rematerialized by segments of
+diagonals (its docstring). It is a fused wavefront, not the paper's log-depth stacked
+form (upstream ``pLSTM2D_jax`` builds gating matrices between all cells of a
+meta-cell, quadratic in the meta-cell's size): the wavefront keeps the float rounding
+of the plain recurrence and any transition size N at ``O(X + Y)`` sequential steps.
+
 The naive float64 cell-by-cell loop is ``seqmodels.scans.reference.grid_scan``.
 """
 
 from __future__ import annotations
+
+import math
 
 import jax
 import jax.numpy as jnp
@@ -136,6 +149,129 @@ def grid_scan(b_r: Float[Array, "B X Y *S N"], b_d: Float[Array, "B X Y *S N"],
     return (Cr.astype(out_dtype), Cd.astype(out_dtype)), (last_r, last_d)
 
 
+def plstm_grid_scan(q: Float[Array, "B X Y H Dk"], k: Float[Array, "B X Y H Dk"], v: Float[Array, "B X Y H Dv"],
+                    source_r: Float[Array, "*O B X Y H N"], source_d: Float[Array, "*O B X Y H N"],
+                    T_rl: Float[Array, "*O B X Y H N N"] | None, T_ru: Float[Array, "*O B X Y H N N"] | None,
+                    T_dl: Float[Array, "*O B X Y H N N"] | None, T_du: Float[Array, "*O B X Y H N N"] | None,
+                    mark_l: Float[Array, "*O B X Y H N"], mark_u: Float[Array, "*O B X Y H N"], *,
+                    reverse=(False, False), segment_size: int | None = None) -> Float[Array, "B X Y H Dv"]:
+    """pLSTM 2-D's propagated output, in memory bounded by a few anti-diagonals of states.
+
+    With per-head states ``Cr, Cd ∈ R^{Dk×Dv×N}`` following the grid recurrence above,
+    ``b_r = S_r ⊗ k vᵀ``, ``b_d = S_d ⊗ k vᵀ`` and zero borders, it returns what each cell
+    reads from its incoming edges::
+
+        h(x, y) = Σ_i M_l[i] Cr(x-1, y)[·,·,i]ᵀ q  +  Σ_i M_u[i] Cd(x, y-1)[·,·,i]ᵀ q
+
+    (no query scaling, no direct term: the caller adds those), summed over orientations
+    when ``reverse`` lists several. It equals ``grid_scan(..., exclusive=True)`` followed
+    by that read-out, but never holds a state per cell: the wavefront over
+    anti-diagonals forms ``k vᵀ`` and reads ``h`` inside each step, so the forward pass
+    keeps one diagonal of states ``(B, X, H, Dk, Dv, N)`` at a time. The backward pass
+    is bounded by rematerialization (``jax.checkpoint``) on three levels:
+
+    * one orientation at a time: orientations run in a ``lax.map`` whose body (the whole
+      wavefront) keeps nothing but its inputs between the forward and backward pass;
+    * segments of ``segment_size`` diagonals (default ``⌈√(X + Y - 1)⌉``): the backward
+      pass recomputes an orientation's wavefront keeping the states at segment boundaries,
+      then one segment at a time;
+    * steps: a recomputed segment keeps only the states entering each step.
+
+    Peak memory is about ``(X + Y - 1) / segment_size + segment_size`` diagonals of
+    ``(Cr, Cd)``, whatever the number of orientations; the price is about three forward
+    passes per backward pass.
+
+    Args:
+      q, k: ``(B, X, Y, H, Dk)``; v: ``(B, X, Y, H, Dv)``, shared by the orientations.
+      source_r, source_d, mark_l, mark_u: ``(B, X, Y, H, N)``, or ``(O, B, X, Y, H, N)`` with
+        one entry per orientation.
+      T_rl, T_ru, T_dl, T_du: ``(B, X, Y, H, N, N)`` (``(O, ...)`` likewise) or None (zero;
+        pLSTM's D-mode has one).
+      reverse: ``(rx, ry)``, the orientation as in ``grid_scan``; or a tuple of ``O`` such
+        pairs, one per entry of the gates' leading axis.
+      segment_size: diagonals per rematerialized segment (a positive int) or None.
+
+    Returns ``h``: ``(B, X, Y, H, Dv)`` in the promoted dtype of the inputs.
+    """
+    stacked = len(reverse) > 0 and isinstance(reverse[0], (tuple, list))
+    pairs = tuple(reverse) if stacked else (reverse,)
+    for pair in pairs:
+        if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+            raise ValueError(f"reverse must be a pair (reverse_x, reverse_y) or a tuple of such pairs; "
+                             f"got {reverse!r}")
+    pairs = tuple((bool(rx), bool(ry)) for rx, ry in pairs)
+    for name, arr in (("q", q), ("k", k), ("v", v)):
+        _checks.check_floating(name, arr)
+        _checks.check_ndim(name, arr, 5, "(batch, X, Y, heads, features)")
+    B, X, Y, H, Dk = q.shape
+    _checks.check_shape("k", k, (B, X, Y, H, Dk))
+    _checks.check_shape("v", v, (B, X, Y, H, None))
+    lead = (len(pairs),) if stacked else ()
+    _checks.check_floating("source_r", source_r)
+    _checks.check_shape("source_r", source_r, lead + (B, X, Y, H, None))
+    N = source_r.shape[-1]
+    gates = {"source_r": source_r, "source_d": source_d, "mark_l": mark_l, "mark_u": mark_u}
+    transitions = {"T_rl": T_rl, "T_ru": T_ru, "T_dl": T_dl, "T_du": T_du}
+    for name, arr in gates.items():
+        _checks.check_floating(name, arr)
+        _checks.check_shape(name, arr, lead + (B, X, Y, H, N))
+    for name, T in transitions.items():
+        if T is not None:
+            _checks.check_floating(name, T)
+            _checks.check_shape(name, T, lead + (B, X, Y, H, N, N))
+    if segment_size is not None and (isinstance(segment_size, bool) or not isinstance(segment_size, int)
+                                     or segment_size < 1):
+        raise ValueError(f"segment_size must be a positive int or None; got {segment_size!r}")
+    present = [a for a in (q, k, v, *gates.values(), *transitions.values()) if a is not None]
+    out_dtype, acc = jnp.result_type(*present), _checks.accumulation_dtype(*present)
+
+    D = X + Y - 1
+    size = min(D, segment_size or math.isqrt(D - 1) + 1)            # default ⌈√D⌉
+    segments = -(-D // size)
+    padded = segments * size            # the diagonals past X + Y - 1 hold no cell: masked like the rest
+    valid = _diagonals(X, Y, padded)[2].reshape((segments, size, X))
+
+    def skewed(a, flip):  # (B, X, Y, ...) -> (segments, size, B, X, ...) on the skewed layout
+        a = _skew(jnp.asarray(a, acc), X, Y, padded, flip)
+        return a.reshape((segments, size) + a.shape[1:])
+
+    shared = {"q": q, "k": k, "v": v}
+    own = {name: (a if stacked else a[None]) for name, a in {**gates, **transitions}.items() if a is not None}
+
+    def propagated(inp, terms, b):  # Σ T C over the present transitions (on C's last axis), then + b
+        parts = [jnp.einsum("...ij,...dvj->...dvi", inp[name], C, precision=_HIGHEST)
+                 for name, C in terms if name in inp]
+        return sum(parts[1:], parts[0]) + b if parts else b
+
+    def read(q_, mark, C):
+        return jnp.einsum("...d,...i,...dvi->...v", q_, mark, C, precision=_HIGHEST)
+
+    def step(carry, xs):
+        (Cr_prev, Cd_prev), (inp, keep) = carry, xs
+        cl = _shift(Cr_prev, 1)          # Cr(x-1, y): slot x-1 of the previous diagonal
+        cu = Cd_prev                     # Cd(x, y-1): slot x of the previous diagonal
+        h = read(inp["q"], inp["mark_l"], cl) + read(inp["q"], inp["mark_u"], cu)
+        kv = inp["k"][..., :, None, None] * inp["v"][..., None, :, None]
+        Cr = propagated(inp, (("T_rl", cl), ("T_ru", cu)), kv * inp["source_r"][..., None, None, :])
+        Cd = propagated(inp, (("T_du", cu), ("T_dl", cl)), kv * inp["source_d"][..., None, None, :])
+        return (_keep(keep, Cr), _keep(keep, Cd)), h
+
+    def segment(carry, xs):
+        return jax.lax.scan(jax.checkpoint(step, prevent_cse=False), carry, xs)
+
+    @jax.checkpoint
+    def wavefront(orientation):  # skews this orientation's inputs itself: only one orientation's copies
+        flip, gates_j = orientation
+        inp = {name: skewed(a, flip) for name, a in {**shared, **gates_j}.items()}
+        zero = jnp.zeros((B, X, H, Dk, v.shape[-1], N), acc)
+        _, h = jax.lax.scan(jax.checkpoint(segment, prevent_cse=False), (zero, zero), (inp, valid))
+        return h
+
+    h = jax.lax.map(wavefront, (jnp.asarray(pairs), own))      # (O, segments, size, B, X, H, Dv)
+    h = h.reshape((len(pairs), padded) + h.shape[3:])
+    return sum(_flip(_unskew(h[j], X, Y), *pair) for j, pair in enumerate(pairs)).astype(out_dtype)
+
+
 def _flip(a, rx, ry):
     axes = tuple(ax for ax, r in ((1, rx), (2, ry)) if r)
     return jnp.flip(a, axes) if axes else a
@@ -181,26 +317,44 @@ def _factorized(b_r, b_d, T_rl, T_ru, T_dl, T_du):
     return Cr, _scan_along(T_du, b_d, 2)
 
 
+def _diagonals(X, Y, D):
+    """The skewed layout of ``D ≥ X + Y - 1`` anti-diagonals: slot ``(d, x)`` holds cell
+    ``(x, d - x)``. Returns ``(xs (X,), ys (D, X) clipped into the grid, valid (D, X))``."""
+    xs = jnp.arange(X)
+    ys = jnp.arange(D)[:, None] - xs[None, :]
+    return xs, jnp.clip(ys, 0, Y - 1), (ys >= 0) & (ys < Y)
+
+
+def _skew(a, X, Y, D, flip=None):
+    """``(B', X, Y, ...)`` (X, Y may be broadcast) -> ``(D, B', X, ...)``, time-major; slots
+    that are not cells hold copies of clipped cells (callers mask them). ``flip``: a pair
+    of (possibly traced) bools, skew ``a`` flipped along x / y (``_flip``) instead."""
+    xs, ys, _ = _diagonals(X, Y, D)
+    if flip is not None:
+        xs, ys = jnp.where(flip[0], X - 1 - xs, xs), jnp.where(flip[1], Y - 1 - ys, ys)
+    a = jnp.broadcast_to(a, a.shape[:1] + (X, Y) + a.shape[3:])
+    return jnp.moveaxis(a[:, xs[None, :], ys], 1, 0)
+
+
+def _unskew(a, X, Y):
+    """``(D, B, X, ...)`` -> ``(B, X, Y, ...)``: cell ``(x, y)`` is slot ``(x + y, x)``."""
+    xs = jnp.arange(X)[:, None]
+    return jnp.moveaxis(a[xs + jnp.arange(Y)[None, :], :, xs], 2, 0)
+
+
+def _keep(valid, a):
+    """``a (B, X, ...)`` with the slots of one diagonal that are not cells (``valid (X,)``) zeroed."""
+    return jnp.where(valid.reshape((1,) + valid.shape + (1,) * (a.ndim - 2)), a, jnp.zeros((), a.dtype))
+
+
 def _wavefront(b_r, b_d, T_rl, T_ru, T_dl, T_du):
     """``lax.scan`` over anti-diagonals ``d = x + y`` on a skewed layout ``(B, X+Y-1, X, ...)``."""
     X, Y = b_r.shape[1:3]
-    xs = jnp.arange(X)
-    ds = jnp.arange(X + Y - 1)
-    ys = ds[:, None] - xs[None, :]                       # (D, X): y of slot (d, x)
-    valid = (ys >= 0) & (ys < Y)
-    ys_c = jnp.clip(ys, 0, Y - 1)
-
-    def skew(a):  # (B', X, Y, ...) -> (D, B', X, ...), time-major
-        a = jnp.broadcast_to(a, a.shape[:1] + (X, Y) + a.shape[3:])
-        return jnp.moveaxis(a[:, xs[None, :], ys_c], 1, 0)
-
-    def masked(a):  # zero the slots that are not cells
-        return jnp.where(valid.reshape(valid.shape[:1] + (1,) + valid.shape[1:] + (1,) * (a.ndim - 3)),
-                         a, jnp.zeros((), a.dtype))
-
-    inputs = {"b_r": masked(skew(b_r)), "b_d": masked(skew(b_d)), "valid": valid}
-    inputs.update({n: skew(T) for n, T in (("T_rl", T_rl), ("T_ru", T_ru), ("T_dl", T_dl),
-                                             ("T_du", T_du)) if T is not None})
+    D = X + Y - 1
+    valid = _diagonals(X, Y, D)[2]
+    inputs = {"b_r": _skew(b_r, X, Y, D), "b_d": _skew(b_d, X, Y, D), "valid": valid}
+    inputs.update({n: _skew(T, X, Y, D) for n, T in (("T_rl", T_rl), ("T_ru", T_ru), ("T_dl", T_dl),
+                                                     ("T_du", T_du)) if T is not None})
 
     def term(inp, name, h):
         return _matvec(inp[name], h) if name in inp else jnp.zeros_like(h)
@@ -211,15 +365,9 @@ def _wavefront(b_r, b_d, T_rl, T_ru, T_dl, T_du):
         cu = Cd_prev                     # Cd(x, y-1): slot x of the previous diagonal
         Cr = term(inp, "T_rl", cl) + term(inp, "T_ru", cu) + inp["b_r"]
         Cd = term(inp, "T_du", cu) + term(inp, "T_dl", cl) + inp["b_d"]
-        keep = inp["valid"].reshape((1, X) + (1,) * (Cr.ndim - 2))
-        Cr = jnp.where(keep, Cr, jnp.zeros((), Cr.dtype))
-        Cd = jnp.where(keep, Cd, jnp.zeros((), Cd.dtype))
+        Cr, Cd = _keep(inp["valid"], Cr), _keep(inp["valid"], Cd)
         return (Cr, Cd), (Cr, Cd)
 
     zero = jnp.zeros(b_r.shape[:1] + (X,) + b_r.shape[3:], b_r.dtype)
     _, (Cr, Cd) = jax.lax.scan(step, (zero, zero), inputs)
-
-    def unskew(a):  # (D, B, X, ...) -> (B, X, Y, ...): cell (x, y) is slot (x + y, x)
-        return jnp.moveaxis(a[xs[:, None] + jnp.arange(Y)[None, :], :, xs[:, None]], 2, 0)
-
-    return unskew(Cr), unskew(Cd)
+    return _unskew(Cr, X, Y), _unskew(Cd, X, Y)

@@ -191,8 +191,8 @@ for label, cfg in configs.items():
     per_seed = "; ".join(" / ".join(f"{r[f'{split}/accuracy']:.3f}" for split in SPLITS) for r in summary["runs"])
     reached = ", ".join(str(steps_to(label, seed) or "—") for seed in summary["seeds"])
     seconds = ", ".join(f"{r['seconds']:.0f}" for r in summary["runs"])
-    table += (f"| {label} | {parameter_count(cfg)} | " + " | ".join(pm(summary, f"{split}/accuracy") for split in SPLITS)
-              + f" | {per_seed} | {reached} | {seconds} |\n")
+    means = " | ".join(pm(summary, f"{split}/accuracy") for split in SPLITS)
+    table += f"| {label} | {parameter_count(cfg)} | {means} | {per_seed} | {reached} | {seconds} |\n"
 print(table)
 
 # %% [markdown]

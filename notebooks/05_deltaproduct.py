@@ -197,7 +197,8 @@ assert worst < 1e-4
 # forget gate, no short convolution (the transition of the word problem depends on the
 # current token only; see the closing notes), output gate on; AdamW at 3e-3 (no weight
 # decay), batch 64, training sequences of length 16, every position scored; three seeds
-# per variant (`run_seeds`: the seed sets the initialization and the data). The four variants share every size and option except `n_h` and the `β` range.
+# per variant (`run_seeds`: the seed sets the initialization and the data). The four
+# variants share every size and option except `n_h` and the `β` range.
 
 # %%
 VARIANTS = {  # label: (mixer, n_householder, allow_neg_eigval)

@@ -44,9 +44,18 @@
 # that its parameter count and its state per position equal Hydra's (two scans of N).
 
 # %% [markdown]
-# ## Result (full-size CPU run)
+# ## Result
 #
-# Run on 2026-12-01, on this project's 2-core CPU shared with other jobs at the time
+# **The 3-seed full run is pending.** The code now trains every model with seeds 0, 1, 2
+# (`run_seeds`) and reports mean ± std, the per-seed values and error bars; to keep the
+# 9 runs near 30 minutes on an idle 2-core machine, training is **1,000 steps** instead of
+# the 1,200 of the run below (estimated from that run's 740 s of CPU for three runs:
+# ≈ 31 CPU-minutes for nine; not measured). It has been smoke-tested (one seed, tiny
+# sizes) but not yet run at full size: the machine was too loaded (load average 12–16)
+# to finish it before this edit. Until it is, the table and verdict below are the
+# **single-seed run at 1,200 steps** and cannot tell a tie from noise.
+#
+# Single-seed run of 2026-12-01, on this project's 2-core CPU shared with other jobs at the time
 # (load average 13–15 throughout), jax 0.10.2. Sizes: d_model 64, 2 layers (mixer +
 # MLP blocks), expand 2, headdim 16 (8 heads), d_state 16 (causal: 32), d_conv 7;
 # task `bidirectional_recall` with L = 64, 4 pairs, vocabulary 16 (7 keys, chance
@@ -76,14 +85,14 @@ import jax
 import matplotlib.pyplot as plt
 import numpy as np
 
-from _common import SMOKE, curve, pick, run, savefig
+from _common import SEEDS, SMOKE, curve, pick, pm, run_seeds, savefig, seed_curves
 from seqmodels.train import Config, Experiment
 from seqmodels.train.config import ModelConfig, OptimizerConfig, TaskConfig, TrainConfig
 
 TASK = dict(seq_len=pick(64, 24), num_pairs=pick(4, 2), vocab_size=pick(16, 8))
 D_MODEL, N_LAYERS = pick(64, 16), pick(2, 1)
 D_STATE, HEADDIM = pick(16, 4), pick(16, 8)
-STEPS, BATCH = pick(1200, 2), pick(32, 4)
+STEPS, BATCH = pick(1000, 2), pick(32, 4)
 COMMON = {"d_state": D_STATE, "headdim": HEADDIM, "expand": 2, "d_conv": pick(7, 3)}
 MODELS = {
     "Hydra": ("hydra", COMMON),
@@ -123,53 +132,67 @@ print("chance accuracy", round(task.chance(), 4))
 
 # %% [markdown]
 # ## Training
-# The same batches for all three (`train.seed` 0), the library's loop (`run`).
+# Each model with seeds 0, 1, 2 (`train.seed`: initialization and data order; a given
+# seed gives all three models the same batches), the library's loop (`run_seeds`).
 # Evaluation reports accuracy on all queries and, separately, on the queries before
 # (`test_before`) and after (`test_after`) the block.
 
 # %%
-results = {}
-for label, cfg in configs.items():
-    results[label] = run(cfg, f"04_hydra_{label.lower()}")
-    r = results[label]
-    print(f"{label:7s} test {r['test/accuracy']:.3f}  before {r['test_before/accuracy']:.3f}  "
-          f"after {r['test_after/accuracy']:.3f}  ({r['seconds']:.0f} s)")
+SPLITS = ("test", "test_before", "test_after")
+
+
+def run_name(label):
+    return f"04_hydra_{label.lower()}"
+
+
+results = {label: run_seeds(cfg, run_name(label)) for label, cfg in configs.items()}
+for label, summary in results.items():
+    print(f"{label:7s} " + "  ".join(f"{split} {pm(summary, f'{split}/accuracy')}" for split in SPLITS))
 
 # %%
 fig, (ax_curve, ax_bar) = plt.subplots(1, 2, figsize=(11, 3.8))
 for label in configs:
-    steps, acc = curve(f"04_hydra_{label.lower()}", "train/accuracy")
-    ax_curve.plot(steps, acc, label=label)
+    steps, acc = seed_curves(run_name(label), "train/accuracy")
+    mean, std = acc.mean(0), acc.std(0, ddof=1) if len(acc) > 1 else np.zeros(acc.shape[1])
+    line, = ax_curve.plot(steps, mean, label=label)
+    ax_curve.fill_between(steps, mean - std, mean + std, color=line.get_color(), alpha=0.2)
 ax_curve.axhline(task.chance(), color="gray", ls=":", label="chance")
-ax_curve.set(xlabel="step", ylabel="train accuracy (queries)", title="training")
+ax_curve.set(xlabel="step", ylabel="train accuracy (queries)", title=f"training: mean ± std, {len(SEEDS)} seed(s)")
 ax_curve.legend()
 width = 0.25
 for i, label in enumerate(configs):
-    values = [results[label][f"{split}/accuracy"] for split in ("test", "test_before", "test_after")]
-    ax_bar.bar(np.arange(3) + (i - 1) * width, values, width, label=label)
+    x = np.arange(3) + (i - 1) * width
+    ax_bar.bar(x, [results[label]["mean"][f"{split}/accuracy"] for split in SPLITS], width, label=label,
+               yerr=[results[label]["std"][f"{split}/accuracy"] for split in SPLITS], capsize=3)
+    for j, split in enumerate(SPLITS):
+        runs = results[label]["runs"]
+        ax_bar.scatter([x[j]] * len(runs), [r[f"{split}/accuracy"] for r in runs], s=8, color="k", zorder=3)
 ax_bar.axhline(task.chance(), color="gray", ls=":")
 ax_bar.set_xticks(range(3), ["all queries", "query before its pair", "query after its pair"])
-ax_bar.set(ylabel="test accuracy", ylim=(0, 1.15), title="held-out accuracy")
+ax_bar.set(ylabel="test accuracy", ylim=(0, 1.15), title="held-out accuracy (bars: mean ± std, dots: seeds)")
 ax_bar.legend(loc="upper center", ncol=3)
 fig.tight_layout()
 savefig(fig, "04_hydra_recall")
 
 # %% [markdown]
-# How fast each model learns: the first logged step at which the training accuracy
-# (mean over the last `log_every` steps) reaches 90%.
+# How fast each model learns: per seed, the first logged step at which the training
+# accuracy (mean over the last `log_every` steps) reaches 90% ("—": not reached).
 
 # %%
-def steps_to(label, level=0.9):
-    steps, acc = curve(f"04_hydra_{label.lower()}", "train/accuracy")
+def steps_to(label, seed, level=0.9):
+    steps, acc = curve(f"{run_name(label)}/seed_{seed}", "train/accuracy")
     return next((s for s, a in zip(steps, acc) if a >= level), None)
 
 
-table = ("| model | parameters | test acc. | before | after | steps to 90% train acc. | wall s |\n"
-         "|---|---|---|---|---|---|---|\n")
+table = ("| model | parameters | test acc. | before | after | per seed (all / before / after) "
+         "| steps to 90% train acc., per seed | s per seed |\n|---|---|---|---|---|---|---|---|\n")
 for label, cfg in configs.items():
-    r = results[label]
-    table += (f"| {label} | {parameter_count(cfg)} | {r['test/accuracy']:.3f} | {r['test_before/accuracy']:.3f} | "
-              f"{r['test_after/accuracy']:.3f} | {steps_to(label) or 'not reached'} | {r['seconds']:.0f} |\n")
+    summary = results[label]
+    per_seed = "; ".join(" / ".join(f"{r[f'{split}/accuracy']:.3f}" for split in SPLITS) for r in summary["runs"])
+    reached = ", ".join(str(steps_to(label, seed) or "—") for seed in summary["seeds"])
+    seconds = ", ".join(f"{r['seconds']:.0f}" for r in summary["runs"])
+    means = " | ".join(pm(summary, f"{split}/accuracy") for split in SPLITS)
+    table += f"| {label} | {parameter_count(cfg)} | {means} | {per_seed} | {reached} | {seconds} |\n"
 print(table)
 
 # %% [markdown]

@@ -43,9 +43,18 @@
 # reproduce products of permutation matrices exactly.
 
 # %% [markdown]
-# ## Result (full-size CPU run)
+# ## Result
 #
-# Run on 2026-12-01 on this project's 2-core CPU, shared with other jobs at the time
+# **The 3-seed full run is pending.** Every variant is now trained with seeds 0, 1, 2
+# through `run_seeds` (mean ± std and per-seed accuracies per test length, training
+# bands, a test-accuracy figure with error bars and seed dots), at the same sizes as the
+# run below; that run's ≈ 14 min of loaded wall time for 12 runs puts the 18 runs near
+# 20 minutes (estimated, not measured). It has been smoke-tested (one seed, tiny sizes)
+# but not yet run at full size: the machine was loaded (load average 12–16) and busy
+# with notebook 02's run. Until then the tables and verdict below are the **two-seed
+# run**.
+#
+# Two-seed run of 2026-12-01 on this project's 2-core CPU, shared with other jobs at the time
 # (load average 7–14), jax 0.10.2. Sizes: one DeltaProduct layer (d_model 32, 4 heads,
 # no forget gate, short convolutions on), MLP block, AdamW lr 3e-3 (warmup 100, cosine,
 # no weight decay), batch 64, 1,500 steps, training length 16, test lengths 64 (4×) and
@@ -89,7 +98,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from flax import nnx
 
-from _common import RUNS, SMOKE, curve, pick, run, savefig
+from _common import RUNS, SEEDS, SMOKE, pick, pm, run_seeds, savefig, seed_curves
 from seqmodels import scans
 from seqmodels.tasks.groups import compose, group_elements
 from seqmodels.train import Config, Experiment, load_state
@@ -98,7 +107,6 @@ from seqmodels.train.config import ModelConfig, OptimizerConfig, TaskConfig, Tra
 TRAIN_LENGTH = pick(16, 8)
 TEST_LENGTHS = pick((64, 256), (32,))
 STEPS = pick(1500, 2)
-SEEDS = pick((0, 1), (0,))
 WIDTH, HEADS = pick(32, 8), pick(4, 2)
 
 # %% [markdown]
@@ -188,8 +196,9 @@ assert worst < 1e-4
 # One pre-norm block (the mixer, then an MLP) of width 32 with 4 heads of size 8, no
 # forget gate, no short convolution (the transition of the word problem depends on the
 # current token only; see the closing notes), output gate on; AdamW at 3e-3 (no weight
-# decay), batch 64, training sequences of length 16, every position scored; two seeds per
-# variant. The four variants share every size and option except `n_h` and the `β` range.
+# decay), batch 64, training sequences of length 16, every position scored; three seeds
+# per variant (`run_seeds`: the seed sets the initialization and the data). The four
+# variants share every size and option except `n_h` and the `β` range.
 
 # %%
 VARIANTS = {  # label: (mixer, n_householder, allow_neg_eigval)
@@ -204,7 +213,7 @@ if SMOKE:  # one run per group (DeltaNet on parity, DeltaProduct on S3): every c
     PARITY = {"DeltaNet [0,1]": PARITY["DeltaNet [0,1]"]}
 
 
-def make_config(group: str, mixer: str, n_householder: int, negative: bool, seed: int) -> Config:
+def make_config(group: str, mixer: str, n_householder: int, negative: bool, seed: int = 0) -> Config:
     return Config(
         model=ModelConfig(mixer=mixer, d_model=WIDTH, n_layers=1,
                           mixer_options={"num_heads": HEADS, "n_householder": n_householder,
@@ -218,9 +227,9 @@ def make_config(group: str, mixer: str, n_householder: int, negative: bool, seed
     )
 
 
-def run_name(group: str, label: str, seed: int) -> str:
+def run_name(group: str, label: str) -> str:
     slug = label.lower().replace(" ", "_").replace("[", "").replace("]", "").replace(",", "_").replace("-", "m")
-    return f"05_deltaproduct_{group}_{slug}_seed{seed}"
+    return f"05_deltaproduct_{group}_{slug}"
 
 
 SPLITS = ["test"] + [f"test_L{n}" for n in TEST_LENGTHS]
@@ -228,44 +237,64 @@ COLUMNS = [f"L = {TRAIN_LENGTH} (train length)"] + [f"L = {n} ({n // TRAIN_LENGT
 
 
 def train_all(group: str, variants: dict) -> dict:
-    results = {}
-    for label, spec in variants.items():
-        for seed in SEEDS:
-            results[label, seed] = run(make_config(group, *spec, seed), run_name(group, label, seed))
-    return results
+    return {label: run_seeds(make_config(group, *spec), run_name(group, label)) for label, spec in variants.items()}
 
 
-def table(results: dict, variants: dict) -> None:
-    print("| variant | seed | " + " | ".join(COLUMNS) + " | seconds |")
-    print("|---|---|" + "---|" * len(COLUMNS) + "---|")
-    for label in variants:
-        for seed in SEEDS:
-            r = results[label, seed]
-            print(f"| {label} | {seed} | " + " | ".join(f"{r[f'{s}/accuracy']:.3f}" for s in SPLITS)
-                  + f" | {r['seconds']:.0f} |")
+def table(results: dict) -> None:
+    """Mean ± std over the seeds per split, then each seed's accuracies (and seconds: for a
+    reused run only the time to load and evaluate it)."""
+    print("| variant | " + " | ".join(COLUMNS) + " | per seed (" + " / ".join(COLUMNS) + ") | s per seed |")
+    print("|---|" + "---|" * len(COLUMNS) + "---|---|")
+    for label, summary in results.items():
+        per_seed = "; ".join(" / ".join(f"{r[f'{s}/accuracy']:.3f}" for s in SPLITS) for r in summary["runs"])
+        seconds = ", ".join(f"{r['seconds']:.0f}" for r in summary["runs"])
+        print(f"| {label} | " + " | ".join(pm(summary, f"{s}/accuracy") for s in SPLITS)
+              + f" | {per_seed} | {seconds} |")
 
 
 s3 = train_all("s3", VARIANTS)
-table(s3, VARIANTS)
-print(f"chance: {s3[next(iter(s3))]['chance']:.3f}")
+table(s3)
+print(f"chance: {next(iter(s3.values()))['runs'][0]['chance']:.3f}")
 
 # %%
 parity = train_all("parity", PARITY)
-table(parity, PARITY)
+table(parity)
 
 # %%
 fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
 for ax, (group, variants) in zip(axes, (("s3", VARIANTS), ("parity", PARITY))):
     for i, label in enumerate(variants):
-        for seed in SEEDS:
-            ax.plot(*curve(run_name(group, label, seed), "train/accuracy"), color=f"C{i}",
-                    ls="-" if seed == SEEDS[0] else "--", label=label if seed == SEEDS[0] else None)
+        logged, acc = seed_curves(run_name(group, label), "train/accuracy")
+        mean, std = acc.mean(0), acc.std(0, ddof=1) if len(acc) > 1 else np.zeros(acc.shape[1])
+        ax.plot(logged, mean, color=f"C{i}", label=label)
+        ax.fill_between(logged, mean - std, mean + std, color=f"C{i}", alpha=0.2)
     ax.axhline(1 / len(group_elements(group)), color="gray", ls=":", label="chance")
     ax.set(xlabel="training step", ylabel=f"train accuracy (length {TRAIN_LENGTH})", ylim=(0, 1.02),
-           title=f"{group.upper() if group == 's3' else group}: one layer (dashed: second seed)")
+           title=f"{group.upper() if group == 's3' else group}: one layer, mean ± std over {len(SEEDS)} seed(s)")
     ax.legend(fontsize=8)
 fig.tight_layout()
 savefig(fig, "05_deltaproduct_training")
+
+# %%
+fig, axes = plt.subplots(1, 2, figsize=(11, 3.6), sharey=True)
+x = np.arange(len(SPLITS))
+for ax, (group, results) in zip(axes, (("s3", s3), ("parity", parity))):
+    width = 0.8 / len(results)
+    for i, (label, summary) in enumerate(results.items()):
+        offset = x + (i - (len(results) - 1) / 2) * width
+        ax.bar(offset, [summary["mean"][f"{s}/accuracy"] for s in SPLITS], width, color=f"C{i}", label=label,
+               yerr=[summary["std"][f"{s}/accuracy"] for s in SPLITS], capsize=3)
+        for j, s in enumerate(SPLITS):
+            ax.scatter([offset[j]] * len(summary["runs"]), [r[f"{s}/accuracy"] for r in summary["runs"]],
+                       s=8, color="k", zorder=3)
+    ax.axhline(1 / len(group_elements(group)), color="gray", ls=":")
+    ax.set_xticks(x, COLUMNS)
+    ax.set(ylim=(0, 1.1), title=f"{group.upper() if group == 's3' else group}: test accuracy "
+           "(bars: mean ± std, dots: seeds)")
+    ax.legend(fontsize=7)
+axes[0].set_ylabel("accuracy over all positions")
+fig.tight_layout()
+savefig(fig, "05_deltaproduct_test")
 
 # %% [markdown]
 # ## 3. Length extrapolation, position by position
@@ -274,9 +303,9 @@ savefig(fig, "05_deltaproduct_training")
 
 
 # %%
-def trained_model(config: Config, name: str):
-    restored = load_state(config, RUNS / name)
-    assert restored is not None, f"no checkpoint for {name}"
+def trained_model(config: Config, name: str, seed: int = SEEDS[0]):
+    restored = load_state(config, RUNS / name / f"seed_{seed}")
+    assert restored is not None, f"no checkpoint for {name}, seed {seed}"
     _, state = restored
     return nnx.merge(Experiment(config).graphdef, state["params"], state["rest"])
 
@@ -284,7 +313,7 @@ def trained_model(config: Config, name: str):
 def accuracy_by_position(label: str, length: int, batches: int = pick(4, 1)) -> np.ndarray:
     """Accuracy at each position of S3 test sequences of ``length`` (seed-0 model of ``label``)."""
     config = make_config("s3", *VARIANTS[label], SEEDS[0])
-    model = trained_model(config, run_name("s3", label, SEEDS[0]))
+    model = trained_model(config, run_name("s3", label))
     exp = Experiment(config)
     forward = jax.jit(lambda inputs: jnp.argmax(model(inputs), -1))
     hits = [np.asarray(forward(jnp.asarray(b["inputs"]))) == b["targets"]
@@ -315,7 +344,7 @@ savefig(fig, "05_deltaproduct_extrapolation")
 # %%
 label = "DeltaProduct2 [-1,1]"
 config = make_config("s3", *VARIANTS[label], SEEDS[0])
-model = trained_model(config, run_name("s3", label, SEEDS[0]))
+model = trained_model(config, run_name("s3", label))
 block = model.blocks[0]
 tokens = jnp.arange(6)[None]                                                   # every element once
 _, keys, _, betas, _ = block.mixer.coefficients(block.mixer_norm(model.embed(tokens)))

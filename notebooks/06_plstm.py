@@ -84,7 +84,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from flax import nnx
 
-from _common import RUNS, curve, pick, run, savefig
+from _common import RUNS, SEEDS, pick, run_seeds, savefig, seed_curves
 from seqmodels.tasks import build_task
 from seqmodels.train import Config, Experiment, load_state
 from seqmodels.train.config import ModelConfig, OptimizerConfig, TaskConfig, TrainConfig
@@ -98,7 +98,8 @@ HEADS, N_LAYERS = pick(4, 2), pick(2, 1)     # smoke: one (P-mode) block, to kee
 # widths chosen for nearly equal parameter counts (the pLSTM gates add parameters)
 WIDTH = {"pLSTM": pick(32, 8), "ViT": pick(36, 8)}
 MODELS = {
-    "pLSTM": dict(mixer="plstm2d", mixer_options={"num_heads": HEADS},
+    # the paper's vision layout: a P-mode then a D-mode layer, the head reads the four corner patches
+    "pLSTM": dict(mixer="plstm2d", mixer_options={"num_heads": HEADS}, pooling="corners",
                   layer_options=({"mode": "P"}, {"mode": "D"})),
     # a ViT: the learned (resized) position embedding only, no RoPE (as in the paper's ViT)
     "ViT": dict(mixer="attention_bidirectional", mixer_options={"num_heads": HEADS, "rope": False}),
@@ -134,18 +135,20 @@ fig.tight_layout()
 savefig(fig, "06_plstm_examples")
 
 # %% [markdown]
-# ## Training
-# Both models on the same batches (`train.seed` 0) with the library's loop: AdamW at
-# 3e-3 (warmup 50, cosine decay, weight decay 0.05, clipping 1), batch 32. The loop
-# evaluates the training size (`test`) and the largest test size (`test_32px`).
+# ## Training: both models over seeds 0, 1, 2
+# Each seed sets the initialization and the training images; both models see the same
+# batches for a seed. The library's loop: AdamW at 3e-3 (warmup 50, cosine decay, weight
+# decay 0.05, clipping 1), batch 32. The loop evaluates the training size (`test`) and
+# the largest test size.
 
 # %%
 results = {}
 for label, cfg in configs.items():
-    results[label] = run(cfg, f"06_plstm_{label.lower()}")
-    r = results[label]
-    print(f"{label:6s} test@{SIZE} {r['test/accuracy']:.3f}  test@{TEST_SIZES[-1]} "
-          f"{r[f'test_{TEST_SIZES[-1]}px/accuracy']:.3f}  ({r['seconds']:.0f} s)")
+    results[label] = r = run_seeds(cfg, f"06_plstm_{label.lower()}")
+    big = f"test_{TEST_SIZES[-1]}px/accuracy"
+    print(f"{label:6s} test@{SIZE} {r['mean']['test/accuracy']:.3f} ± {r['std']['test/accuracy']:.3f}  "
+          f"test@{TEST_SIZES[-1]} {r['mean'][big]:.3f} ± {r['std'][big]:.3f}  "
+          f"({', '.join(f'{x:.0f}' for x in (run['seconds'] for run in r['runs']))} s per seed)")
 
 # %% [markdown]
 # ## Evaluation at every test size
@@ -170,9 +173,9 @@ def auc(scores: np.ndarray, labels: np.ndarray) -> float:
     return float(((pos[:, None] > neg[None]) + 0.5 * (pos[:, None] == neg[None])).mean())
 
 
-def evaluate_sizes(label: str) -> dict:
+def evaluate_sizes(label: str, seed: int) -> dict:
     cfg = configs[label]
-    model = trained_model(cfg, f"06_plstm_{label.lower()}")
+    model = trained_model(cfg, f"06_plstm_{label.lower()}/seed_{seed}")
     params[label] = sum(int(np.prod(p.shape)) for p in jax.tree.leaves(nnx.state(model, nnx.Param)))
     margin = jax.jit(lambda images: jnp.diff(model(images), axis=-1)[:, 0])
     out = {}
@@ -188,20 +191,41 @@ def evaluate_sizes(label: str) -> dict:
 
 
 params = {}
-by_size = {label: evaluate_sizes(label) for label in MODELS}
-print("| model | d_model | parameters | " + " | ".join(f"{s} px acc. / AUC / mean margin" for s in TEST_SIZES) + " |")
-print("|---|---|---|" + "---|" * len(TEST_SIZES))
+# by_size[label][metric]: (seeds, sizes)
+by_size = {label: {metric: np.asarray([[m[size][metric] for size in TEST_SIZES] for m in per_seed])
+                   for metric in ("accuracy", "auc", "margin")}
+           for label, per_seed in ((label, [evaluate_sizes(label, s) for s in SEEDS]) for label in MODELS)}
+
+
+def mean_pm_std(values, digits=3, sign=""):
+    std = values.std(ddof=1) if len(values) > 1 else 0.0
+    return f"{values.mean():{sign}.{digits}f} ± {std:.{digits}f}"
+
+
+print(f"mean ± std over seeds {SEEDS}")
+print("| model | d_model | parameters | " + " | ".join(f"{s} px accuracy | {s} px AUC" for s in TEST_SIZES) + " |")
+print("|---|---|---|" + "---|---|" * len(TEST_SIZES))
 for label in MODELS:
+    m = by_size[label]
     print(f"| {label} | {WIDTH[label]} | {params[label]:,} | " + " | ".join(
-        f"{m['accuracy']:.3f} / {m['auc']:.3f} / {m['margin']:+.2f}" for m in by_size[label].values()) + " |")
+        f"{mean_pm_std(m['accuracy'][:, j])} | {mean_pm_std(m['auc'][:, j])}" for j in range(len(TEST_SIZES))) + " |")
+for label in MODELS:
+    print(f"{label} mean logit margin per size: " + ", ".join(
+        f"{s} px {mean_pm_std(by_size[label]['margin'][:, j], 2, '+')}" for j, s in enumerate(TEST_SIZES)))
+    print(f"{label} accuracy per seed and size: " + "; ".join(
+        f"seed {seed}: " + " ".join(f"{a:.3f}" for a in row) for seed, row in zip(SEEDS, by_size[label]['accuracy'])))
 
 # %%
 fig, (ax_train, ax_acc, ax_auc) = plt.subplots(1, 3, figsize=(14, 3.8))
 for i, label in enumerate(MODELS):
-    ax_train.plot(*curve(f"06_plstm_{label.lower()}", "train/accuracy"), color=f"C{i}", label=label)
-    sizes = list(by_size[label])
-    ax_acc.plot(sizes, [by_size[label][s]["accuracy"] for s in sizes], "o-", color=f"C{i}", label=label)
-    ax_auc.plot(sizes, [by_size[label][s]["auc"] for s in sizes], "o-", color=f"C{i}", label=label)
+    steps, values = seed_curves(f"06_plstm_{label.lower()}", "train/accuracy")
+    spread = values.std(0, ddof=1) if len(values) > 1 else 0 * values[0]
+    ax_train.plot(steps, values.mean(0), color=f"C{i}", label=label)
+    ax_train.fill_between(steps, values.mean(0) - spread, values.mean(0) + spread, color=f"C{i}", alpha=0.2)
+    for ax, metric in ((ax_acc, "accuracy"), (ax_auc, "auc")):
+        v = by_size[label][metric]
+        ax.errorbar(TEST_SIZES, v.mean(0), yerr=v.std(0, ddof=1) if len(v) > 1 else None, fmt="o-",
+                    color=f"C{i}", capsize=3, label=label)
 ax_train.set(xlabel="training step", ylabel=f"train accuracy ({SIZE} px)", ylim=(0.4, 1.02), title="training")
 for ax, what in ((ax_acc, "test accuracy"), (ax_auc, "test AUC of the logit margin")):
     ax.axhline(0.5, color="gray", ls=":", label="chance")

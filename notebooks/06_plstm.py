@@ -39,7 +39,7 @@
 #
 # | model | mixer | blocks |
 # |---|---|---|
-# | pLSTM | `plstm2d`, P-mode and D-mode layers alternating, 4 heads | 2 (P, D) |
+# | pLSTM | `plstm2d`, P-mode and D-mode layers alternating, 4 heads; head on the four corner patches | 2 (P, D) |
 # | ViT | `attention_bidirectional`, 4 heads, `rope=False` | 2 |
 
 # %% [markdown]

@@ -45,49 +45,44 @@
 # %% [markdown]
 # ## Result
 #
-# **The 3-seed full run is pending.** Every variant is now trained with seeds 0, 1, 2
-# through `run_seeds` (mean ± std and per-seed accuracies per test length, training
-# bands, a test-accuracy figure with error bars and seed dots), at the same sizes as the
-# run below; that run's ≈ 14 min of loaded wall time for 12 runs puts the 18 runs near
-# 20 minutes (estimated, not measured). It has been smoke-tested (one seed, tiny sizes)
-# but not yet run at full size: the machine was loaded (load average 12–16) and busy
-# with notebook 02's run. Until then the tables and verdict below are the **two-seed
-# run**.
+# Run of 2026-12-08 on this project's 2-core CPU (load average 2–4), jax 0.10.2. Sizes:
+# one DeltaProduct layer (d_model 32, 4 heads, no forget gate, short convolutions on),
+# MLP block, AdamW lr 3e-3 (warmup 100, cosine, no weight decay), batch 64, 1,500 steps,
+# training length 16, test lengths 64 (4×) and 256 (16×), seeds 0, 1, 2 per variant (a
+# seed sets the initialization and the training batches; the test sets are shared);
+# parity: the two DeltaNet variants. Whole notebook ≈ 7 minutes; 12–19 s per run.
 #
-# Two-seed run of 2026-12-01 on this project's 2-core CPU, shared with other jobs at the time
-# (load average 7–14), jax 0.10.2. Sizes: one DeltaProduct layer (d_model 32, 4 heads,
-# no forget gate, short convolutions on), MLP block, AdamW lr 3e-3 (warmup 100, cosine,
-# no weight decay), batch 64, 1,500 steps, training length 16, test lengths 64 (4×) and
-# 256 (16×), two seeds per variant; parity: the two DeltaNet variants. The notebook was
-# executed in two sittings: the first was interrupted after 7 of the 12 training runs
-# (≈ 6.5 min wall), the second resumed from the checkpoints and finished everything
-# (7 min 0 s wall, 195 s CPU) — about 14 min of wall time in all.
+# **S3 word problem** (6 classes, chance 0.167), accuracy over all positions, mean ± std
+# over 3 seeds:
 #
-# **S3 word problem** (6 classes, chance 0.167), accuracy over all positions:
-#
-# | variant | seed | L = 16 (train) | L = 64 (4×) | L = 256 (16×) |
+# | variant | L = 16 (train) | L = 64 (4×) | L = 256 (16×) | per seed (16 / 64 / 256) |
 # |---|---|---|---|---|
-# | DeltaNet, β ∈ [0, 1] | 0 / 1 | 0.351 / 0.351 | 0.210 / 0.213 | 0.178 / 0.177 |
-# | DeltaNet, β ∈ [0, 2] | 0 / 1 | 0.663 / 0.592 | 0.409 / 0.387 | 0.298 / 0.292 |
-# | DeltaProduct n_h = 2, β ∈ [0, 1] | 0 / 1 | 0.443 / 0.446 | 0.234 / 0.235 | 0.183 / 0.184 |
-# | **DeltaProduct n_h = 2, β ∈ [0, 2]** | 0 / 1 | **1.000 / 1.000** | **1.000 / 0.998** | 0.935 / 0.849 |
+# | DeltaNet, β ∈ [0, 1] | 0.352 ± 0.008 | 0.210 ± 0.004 | 0.179 ± 0.002 | 0.347 / 0.208 / 0.180; 0.362 / 0.215 / 0.177; 0.349 / 0.207 / 0.180 |
+# | DeltaNet, β ∈ [0, 2] | 0.579 ± 0.050 | 0.377 ± 0.011 | 0.286 ± 0.021 | 0.632 / 0.381 / 0.265; 0.572 / 0.386 / 0.308; 0.534 / 0.364 / 0.285 |
+# | DeltaProduct n_h = 2, β ∈ [0, 1] | 0.449 ± 0.017 | 0.238 ± 0.002 | 0.184 ± 0.001 | 0.437 / 0.235 / 0.183; 0.442 / 0.238 / 0.184; 0.468 / 0.240 / 0.185 |
+# | **DeltaProduct n_h = 2, β ∈ [0, 2]** | **1.000 ± 0.000** | **0.998 ± 0.002** | 0.867 ± 0.048 | 1.000 / 1.000 / 0.922; 1.000 / 0.996 / 0.845; 1.000 / 0.999 / 0.835 |
 #
 # **Parity** (chance 0.5):
 #
-# | variant | seed | L = 16 (train) | L = 64 (4×) | L = 256 (16×) |
+# | variant | L = 16 (train) | L = 64 (4×) | L = 256 (16×) | per seed (16 / 64 / 256) |
 # |---|---|---|---|---|
-# | DeltaNet, β ∈ [0, 1] | 0 / 1 | 0.995 / 0.974 | 0.672 / 0.641 | 0.542 / 0.534 |
-# | **DeltaNet, β ∈ [0, 2]** | 0 / 1 | **1.000 / 1.000** | **1.000 / 1.000** | 0.990 / 0.689 |
+# | DeltaNet, β ∈ [0, 1] | 0.970 ± 0.015 | 0.640 ± 0.016 | 0.534 ± 0.004 | 0.972 / 0.641 / 0.533; 0.954 / 0.625 / 0.530; 0.984 / 0.656 / 0.538 |
+# | **DeltaNet, β ∈ [0, 2]** | **1.000 ± 0.000** | **0.978 ± 0.038** | 0.836 ± 0.036 | 1.000 / 1.000 / 0.864; 1.000 / 1.000 / 0.848; 1.000 / 0.934 / 0.796 |
+#
+# (The earlier two-seed run of 2026-12-01 gave the same picture: S3 with n_h = 2 and
+# [−1, 1] 1.000 / 0.999 / 0.89.)
 #
 # ![](figures/05_deltaproduct_training.png)
 # ![](figures/05_deltaproduct_extrapolation.png)
+# ![](figures/05_deltaproduct_test.png)
 #
-# **Reproduced.** Only `n_h = 2` with negative eigenvalues solves S3 and extrapolates
-# to 4× the training length (≥ 0.998 for both seeds); DeltaNet and the [0, 1] range stay
-# far from it in distribution and fall towards chance at 4×. On parity, the [−1, 1]
-# range extrapolates perfectly to 4× while [0, 1] fits the training length but not
-# longer ones, as Grazzi et al. prove. At 16× the length accuracy starts to decay
-# (0.85–0.99): the learned reflections are close to, not exactly, ±1 (table in §4).
+# **Reproduced, on 3 seeds.** Only `n_h = 2` with negative eigenvalues solves S3 and
+# extrapolates to 4× the training length (≥ 0.996 in every seed); DeltaNet and the
+# [0, 1] range stay far from it in distribution and fall towards chance at 4×. On
+# parity, the [−1, 1] range extrapolates to 4× (0.978 ± 0.038; one seed 0.934) while
+# [0, 1] fits the training length but not longer ones, as Grazzi et al. prove. At 16× the
+# length accuracy decays (0.80–0.92): the learned reflections are close to, not exactly,
+# ±1 (table in §4).
 
 # %%
 import itertools

@@ -379,6 +379,6 @@ for g, p in enumerate(ELEMENTS):
 #   closer to 1; not tried here).
 # * Differences from the papers: one layer of width 32 instead of several of width
 #   ≥ 128, 1,500 steps instead of tens of thousands, lengths 16 → 64/256 instead of
-#   training up to 128 and testing up to 512, two seeds. The "seconds" column printed
-#   by the second sitting is the evaluation time of runs that resumed from their final
-#   checkpoint, not their training time.
+#   training up to 128 and testing up to 512, three seeds. The "s per seed" column is
+#   the wall time of each run in the pass that trained it (a reused run reports only its
+#   evaluation time).

@@ -15,6 +15,8 @@ from __future__ import annotations
 import json
 import os
 import platform
+import subprocess
+import sys
 import statistics
 import time
 from dataclasses import dataclass
@@ -233,3 +235,13 @@ def save_plot(name: str, draw) -> Path | None:
     plt.savefig(path, dpi=120, bbox_inches="tight")
     plt.close("all")
     return path
+
+
+def run_child(module: str, *args: str) -> dict:
+    """Run ``python -m benchmarks.<module> *args`` in a fresh process (its own peak RSS) and
+    return the JSON object it prints last, or ``{"failed": ...}`` with the end of its stderr."""
+    command = [sys.executable, "-m", f"benchmarks.{module}", *args]
+    done = subprocess.run(command, cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True)
+    if done.returncode != 0:
+        return {"failed": f"exit {done.returncode}: {done.stderr.strip().splitlines()[-1:]}"}
+    return json.loads(done.stdout.strip().splitlines()[-1])

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -34,7 +33,7 @@ import jax.numpy as jnp
 
 from seqmodels import scans
 
-from ._common import GiB, compile_stats, format_bytes, markdown_table, save_json, save_plot, verdict
+from ._common import GiB, compile_stats, run_child, format_bytes, markdown_table, save_json, save_plot, verdict
 from .scans import forward_backward
 
 GOAL_BYTES = 4 * GiB
@@ -111,11 +110,7 @@ def compile_case(op: str, method: str, size: Size):
 
 
 def run_in_subprocess(op: str, method: str, mode: str) -> dict:
-    command = [sys.executable, "-m", "benchmarks.memory", "--child", op, method, "--mode", mode]
-    done = subprocess.run(command, cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True)
-    if done.returncode != 0:
-        return {"failed": f"exit {done.returncode}: {done.stderr.strip().splitlines()[-1:]}"}
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return run_child("memory", "--child", op, method, "--mode", mode)
 
 
 def main(argv=None) -> dict:

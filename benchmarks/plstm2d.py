@@ -22,11 +22,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -34,8 +31,8 @@ from flax import nnx
 
 import seqmodels.layers as layers
 
-from ._common import (GiB, budgeted_seconds, compile_stats, format_bytes, markdown_table, save_json, train_step,
-                      verdict)
+from ._common import (GiB, budgeted_seconds, compile_stats, format_bytes, markdown_table, run_child, save_json,
+                      train_step, verdict)
 from .memory import peak_rss_bytes
 
 GOAL_BYTES = 4 * GiB
@@ -66,11 +63,7 @@ def compile_case(mode: str, method: str, side: int, batch: int, d_model: int):
 
 
 def run_in_subprocess(mode: str, side: int, size_name: str) -> dict:
-    command = [sys.executable, "-m", "benchmarks.plstm2d", "--child", mode, str(side), "--mode", size_name]
-    done = subprocess.run(command, cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True)
-    if done.returncode != 0:
-        return {"failed": f"exit {done.returncode}: {done.stderr.strip().splitlines()[-1:]}"}
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return run_child("plstm2d", "--child", mode, str(side), "--mode", size_name)
 
 
 def main(argv=None) -> dict:

@@ -100,7 +100,8 @@ import numpy as np
 from flax import nnx
 
 import seqmodels.layers as layers
-from _common import RUNS, SEEDS, SMOKE, pick, pm, relative, run_seeds, savefig, seed_curves, step_outputs
+from _common import (RUNS, SEEDS, SMOKE, pick, pm, relative, run_seeds, savefig, seed_bars, seed_curves,
+                     step_outputs)
 from seqmodels import ssm
 from seqmodels.train import (Config, Experiment, ModelConfig, OptimizerConfig, TaskConfig, TrainConfig,
                              load_state)
@@ -248,16 +249,9 @@ ax.axhline(1 / 8, color="gray", ls=":", label="chance")
 ax.set(xlabel="training step", ylabel="train accuracy (recall positions)",
        title=f"copy memory, delay {DELAY}: mean ± std over {len(SEEDS)} seeds", ylim=(0, 1.02))
 ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=3)
-labels = list(CONFIGS)
-y = np.arange(len(labels))
-bars.barh(y, [results[label]["mean"]["test/accuracy"] for label in labels],
-          xerr=[results[label]["std"]["test/accuracy"] for label in labels], capsize=3, color="lightsteelblue")
-for i, label in enumerate(labels):
-    bars.scatter([r["test/accuracy"] for r in results[label]["runs"]], [i] * len(results[label]["runs"]),
-                 s=10, color="k", zorder=3)
+seed_bars(bars, {label: results[label] for label in CONFIGS})
 bars.axvline(1 / 8, color="gray", ls=":")
-bars.set(yticks=y, yticklabels=labels, xlim=(0, 1.1), xlabel="test accuracy (bar: mean ± std, dots: seeds)")
-bars.invert_yaxis()
+bars.set(xlim=(0, 1.1), xlabel="test accuracy (bar: mean ± std, dots: seeds)")
 savefig(fig, "01_s4_training")
 
 # %% [markdown]

@@ -84,7 +84,7 @@ import numpy as np
 from flax import nnx
 
 import seqmodels.layers as layers
-from _common import SEEDS, SMOKE, pick, pm, run_seeds, savefig, seed_curves
+from _common import SEEDS, SMOKE, pick, pm, run_seeds, savefig, seed_bars, seed_curves
 from seqmodels import scans
 from seqmodels.layers.lightnet import lightnet_global
 from seqmodels.train import Config, Experiment
@@ -265,16 +265,9 @@ for label in MODELS:
 ax.set(xlabel="training step", ylabel="train cross-entropy", yscale="log",
        title=f"8×8 digits: mean ± std over {len(SEEDS)} seed(s)")
 ax.legend()
-y = np.arange(len(MODELS))
-bars.barh(y, [digits[label]["mean"]["test/accuracy"] for label in MODELS],
-          xerr=[digits[label]["std"]["test/accuracy"] for label in MODELS], capsize=3, color="lightsteelblue")
-for i, label in enumerate(MODELS):
-    bars.scatter([r["test/accuracy"] for r in digits[label]["runs"]], [i] * len(digits[label]["runs"]),
-                 s=10, color="k", zorder=3)
+seed_bars(bars, {label: digits[label] for label in MODELS})
 low = min(r["test/accuracy"] for summary in digits.values() for r in summary["runs"])
-bars.set(yticks=y, yticklabels=list(MODELS), xlim=(max(0.0, low - 0.05), 1.0),
-         xlabel="test accuracy (bar: mean ± std, dots: seeds)")
-bars.invert_yaxis()
+bars.set(xlim=(max(0.0, low - 0.05), 1.0), xlabel="test accuracy (bar: mean ± std, dots: seeds)")
 savefig(fig, "08_lightnet_digits")
 
 # %% [markdown]

@@ -78,6 +78,21 @@ def seed_curves(name: str, key: str, seeds=None):
     return np.asarray(steps), np.asarray([[c[t] for t in steps] for c in per_seed])
 
 
+def seed_bars(ax, summaries: dict, key: str = "test/accuracy") -> None:
+    """Horizontal bars of metric ``key`` for ``{label: run_seeds summary}``: the mean with a
+    ± std error bar, one dot per seed, the first label on top."""
+    import numpy as np
+    labels = list(summaries)
+    y = np.arange(len(labels))
+    ax.barh(y, [summaries[label]["mean"][key] for label in labels],
+            xerr=[summaries[label]["std"][key] for label in labels], capsize=3, color="lightsteelblue")
+    for i, label in enumerate(labels):
+        runs = summaries[label]["runs"]
+        ax.scatter([r[key] for r in runs], [i] * len(runs), s=10, color="k", zorder=3)
+    ax.set(yticks=y, yticklabels=labels, xlabel=f"{key.split('/')[-1]} (bar: mean ± std, dots: seeds)")
+    ax.invert_yaxis()
+
+
 def savefig(fig, name: str) -> None:
     """Save ``fig`` as ``notebooks/figures/<name>.png`` at full size under ``SEQMODELS_SAVE_FIGURES=1``."""
     if SAVE_FIGURES and not SMOKE:
